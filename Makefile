@@ -1,0 +1,25 @@
+# Two commands on a fresh machine: `make lab` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: lab test notebooks doctor
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+lab: $(STAMP)  ## set up, then open JupyterLab on notebooks/
+	$(BIN)/jupyter lab notebooks/
+
+test: $(STAMP)  ## set up, then run unit, kernel and notebook tests
+	$(BIN)/pytest -n 2 --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+notebooks: $(STAMP)  ## headless: execute every notebook, HTML to build/, pass/fail table
+	$(BIN)/python -m mmlab run-notebooks --out build
+
+doctor: $(STAMP)
+	$(BIN)/python -m mmlab doctor
