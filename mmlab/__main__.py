@@ -1,0 +1,38 @@
+"""Command line: `python -m mmlab doctor | run-notebooks | fusion-bench`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m mmlab", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    doctor = commands.add_parser("doctor", help="check versions, device, kernels and data; print a verdict")
+    doctor.add_argument("--skip-kernels", action="store_true", help="skip the Triton kernel check")
+    run = commands.add_parser("run-notebooks", help="execute every notebook headless, HTML to --out")
+    run.add_argument("--notebooks", type=Path, default=Path("notebooks"))
+    run.add_argument("--out", type=Path, default=Path("build"))
+    run.add_argument("--pattern", default="*.ipynb", help="glob of notebooks to run, e.g. '0[0-3]*.ipynb'")
+    run.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    commands.add_parser("fusion-bench", help="train fusion variants and write a leaderboard (see --help)",
+                        add_help=False)
+
+    if argv[:1] == ["fusion-bench"]:
+        from mmlab.fusion.bench import main as fusion_bench
+
+        return fusion_bench(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from mmlab.doctor import run_doctor
+
+        return run_doctor(check_kernels_too=not args.skip_kernels)
+    from mmlab.run_notebooks import run_notebooks
+
+    return run_notebooks(args.notebooks, args.out, timeout=args.timeout, pattern=args.pattern)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The three descriptions of the stack (pyproject.toml, constraints.txt, environment.yml) agree."""
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _pins():
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = Version(version)
+    return pins
+
+
+def _requirements():
+    project = _pyproject()
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        reqs += [Requirement(r) for r in extra if not r.startswith("mmlab")]
+    return reqs
+
+
+def test_every_requirement_is_pinned_and_the_pin_satisfies_it():
+    pins = _pins()
+    for req in _requirements():
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in pins, f"{req.name} is required by pyproject.toml but not pinned in constraints.txt"
+        assert req.specifier.contains(pins[name]), f"constraints.txt pins {name}=={pins[name]}, outside {req}"
+
+
+def test_torch_is_pinned_to_the_cpu_build_on_disk():
+    assert _pins()["torch"] == Version("2.13.0")
+
+
+def test_environment_yml_installs_the_same_stack():
+    text = (ROOT / "environment.yml").read_text()
+    assert "-c constraints.txt" in text
+    assert "-e .[dev]" in text
+    python = re.search(r"python=(\d+\.\d+)", text).group(1)
+    assert SpecifierSet(_pyproject()["requires-python"]).contains(Version(python))
+
+
+def test_makefile_installs_the_same_extras_with_the_same_constraints():
+    text = (ROOT / "Makefile").read_text()
+    assert "-c constraints.txt -e '.[dev]'" in text
+
+
+def test_running_python_is_supported():
+    assert SpecifierSet(_pyproject()["requires-python"]).contains(Version(".".join(map(str, sys.version_info[:3]))))
