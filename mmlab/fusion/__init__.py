@@ -1,1 +1,17 @@
+"""Fusion zoo: every family behind one registry.
 
+`build_fusion(name, input_dims, output_dim, **options)` builds a module whose
+`forward(tokens, masks=None)` maps `dict[str, (B, N_m, D_m)]` to `(B, output_dim)`.
+A missing modality is a `ValueError`; pass zeros (`drop_modality`) to model absence.
+Importing this package registers the built-in families below.
+"""
+from mmlab.fusion.registry import available_fusions, build_fusion, register_fusion, unregister_fusion
+from mmlab.fusion.base import Fusion, drop_modality, masked_mean, modality_dropout
+from mmlab.fusion import (  # noqa: F401  (importing registers each family)
+    early, single_stream, late, cross_attention, flamingo, gated, tensor_fusion, lmf, film, bottleneck, perceiver,
+)
+
+__all__ = [
+    "Fusion", "available_fusions", "build_fusion", "drop_modality", "masked_mean", "modality_dropout",
+    "register_fusion", "unregister_fusion",
+]

@@ -1,0 +1,61 @@
+"""Cross-attention fusion (BLIP-style): the query modality's tokens attend to the other modalities.
+
+Each layer: self-attention over the query tokens, cross-attention to the context tokens,
+feed-forward (Li et al., BLIP, 2022: the image-grounded text encoder).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mmlab.fusion.base import Fusion, Projections, classifier_head, feed_forward, masked_mean, pick_modality
+from mmlab.fusion.registry import register_fusion
+
+
+class CrossAttentionLayer(nn.Module):
+    """Pre-norm self-attention, cross-attention and MLP, each residual."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.norm_self = nn.LayerNorm(width)
+        self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.norm_query = nn.LayerNorm(width)
+        self.norm_context = nn.LayerNorm(width)
+        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.ffn = feed_forward(width, mlp_ratio, dropout)
+
+    def forward(self, x: Tensor, x_keep: Tensor, context: Tensor, context_keep: Tensor) -> Tensor:
+        h = self.norm_self(x)
+        x = x + self.self_attn(h, h, h, key_padding_mask=~x_keep, need_weights=False)[0]
+        c = self.norm_context(context)
+        x = x + self.cross_attn(self.norm_query(x), c, c, key_padding_mask=~context_keep, need_weights=False)[0]
+        return x + self.ffn(x)  # (B, N_q, width)
+
+
+def split_query_context(fusion: Fusion, tokens: dict, masks: dict, query: str):
+    """Project tokens; return (query tokens, query mask, concatenated context tokens, context mask)."""
+    q = fusion.project(query, tokens[query])  # (B, N_q, width)
+    others = [m for m in fusion.modalities if m != query]
+    context = torch.cat([fusion.project(m, tokens[m]) for m in others], dim=1)  # (B, sum N_m, width)
+    context_keep = torch.cat([masks[m] for m in others], dim=1)
+    return q, masks[query], context, context_keep
+
+
+@register_fusion("cross_attention")
+class CrossAttentionFusion(Fusion):
+    """`query` (default "text" if present, else the first modality) attends to all other modalities."""
+
+    def __init__(self, input_dims, output_dim, query: str | None = None, width: int = 32, depth: int = 1,
+                 heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0):
+        super().__init__(input_dims, output_dim, min_modalities=2)
+        self.query = pick_modality(self.input_dims, query, "text", "query")
+        self.project = Projections(self.input_dims, width)
+        self.layers = nn.ModuleList(CrossAttentionLayer(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.head = classifier_head(width, output_dim)
+
+    def forward(self, tokens, masks=None):
+        tokens, masks = self.check_inputs(tokens, masks)
+        x, keep, context, context_keep = split_query_context(self, tokens, masks, self.query)
+        for layer in self.layers:
+            x = layer(x, keep, context, context_keep)
+        return self.head(masked_mean(x, keep))  # (B, output_dim)

@@ -1,0 +1,64 @@
+"""Flamingo-style fusion (Alayrac et al., 2022): tanh-gated cross-attention blocks, initialised closed.
+
+Each layer: gated cross-attention to the context, gated feed-forward, then an ordinary
+self-attention layer (in Flamingo the frozen language-model layer). The gates start at 0,
+so at initialisation the output ignores the context modalities exactly (and their inputs
+get zero gradient); training opens them. The Perceiver resampler is left out here (see
+`perceiver` for latent resampling).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mmlab.fusion.base import Fusion, Projections, classifier_head, feed_forward, masked_mean, pick_modality, \
+    self_attention_layer
+from mmlab.fusion.cross_attention import split_query_context
+from mmlab.fusion.registry import register_fusion
+
+
+class GatedCrossAttentionLayer(nn.Module):
+    """x += tanh(a) * xattn(x, context); x += tanh(b) * ffn(x); x = self_attention_layer(x)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0, gate_init: float = 0.0):
+        super().__init__()
+        self.norm_query = nn.LayerNorm(width)
+        self.norm_context = nn.LayerNorm(width)
+        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.attn_gate = nn.Parameter(torch.tensor(float(gate_init)))
+        self.ffn = feed_forward(width, mlp_ratio, dropout)
+        self.ffn_gate = nn.Parameter(torch.tensor(float(gate_init)))
+        self.self_layer = self_attention_layer(width, heads, mlp_ratio, dropout)
+
+    def forward(self, x: Tensor, x_keep: Tensor, context: Tensor, context_keep: Tensor) -> Tensor:
+        c = self.norm_context(context)
+        attended = self.cross_attn(self.norm_query(x), c, c, key_padding_mask=~context_keep, need_weights=False)[0]
+        x = x + torch.tanh(self.attn_gate) * attended
+        x = x + torch.tanh(self.ffn_gate) * self.ffn(x)
+        return self.self_layer(x, src_key_padding_mask=~x_keep)  # (B, N_q, width)
+
+
+@register_fusion("flamingo")
+class FlamingoFusion(Fusion):
+    """`query` (default "text" if present, else the first modality) reads the others through gated cross-attention."""
+
+    def __init__(self, input_dims, output_dim, query: str | None = None, width: int = 32, depth: int = 1,
+                 heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0, gate_init: float = 0.0):
+        super().__init__(input_dims, output_dim, min_modalities=2)
+        self.query = pick_modality(self.input_dims, query, "text", "query")
+        self.project = Projections(self.input_dims, width)
+        self.layers = nn.ModuleList(
+            GatedCrossAttentionLayer(width, heads, mlp_ratio, dropout, gate_init) for _ in range(depth)
+        )
+        self.head = classifier_head(width, output_dim)
+
+    def gates(self) -> list[tuple[float, float]]:
+        """(tanh(attention gate), tanh(ffn gate)) per layer."""
+        return [(float(torch.tanh(l.attn_gate.detach())), float(torch.tanh(l.ffn_gate.detach()))) for l in self.layers]
+
+    def forward(self, tokens, masks=None):
+        tokens, masks = self.check_inputs(tokens, masks)
+        x, keep, context, context_keep = split_query_context(self, tokens, masks, self.query)
+        for layer in self.layers:
+            x = layer(x, keep, context, context_keep)
+        return self.head(masked_mean(x, keep))  # (B, output_dim)

@@ -1,0 +1,38 @@
+"""Perceiver-style latent fusion (Jaegle et al., 2021): a small learned latent array cross-attends
+to all tokens of all modalities, then self-attends; cost grows linearly with the token count."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmlab.fusion.base import Fusion, Projections, classifier_head, feed_forward, self_attention_layer
+from mmlab.fusion.registry import register_fusion
+
+
+@register_fusion("perceiver")
+class PerceiverFusion(Fusion):
+    """Latents (n_latents, width) <- cross-attention over every projected token (+ type embedding),
+    then `depth` self-attention layers on the latents; mean latent -> head."""
+
+    def __init__(self, input_dims, output_dim, width: int = 32, n_latents: int = 8, depth: int = 1,
+                 heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0):
+        super().__init__(input_dims, output_dim)
+        self.project = Projections(self.input_dims, width)
+        self.latents = nn.Parameter(0.02 * torch.randn(1, n_latents, width))
+        self.norm_latents = nn.LayerNorm(width)
+        self.norm_inputs = nn.LayerNorm(width)
+        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.cross_ffn = feed_forward(width, mlp_ratio, dropout)
+        self.layers = nn.ModuleList(self_attention_layer(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.head = classifier_head(width, output_dim)
+
+    def forward(self, tokens, masks=None):
+        tokens, masks = self.check_inputs(tokens, masks)
+        inputs = self.norm_inputs(torch.cat([self.project(m, tokens[m]) for m in self.modalities], dim=1))  # (B, N, W)
+        pad = ~torch.cat([masks[m] for m in self.modalities], dim=1)  # (B, N)
+        z = self.latents.expand(inputs.shape[0], -1, -1)  # (B, L, W)
+        z = z + self.cross_attn(self.norm_latents(z), inputs, inputs, key_padding_mask=pad, need_weights=False)[0]
+        z = z + self.cross_ffn(z)
+        for layer in self.layers:
+            z = layer(z)
+        return self.head(z.mean(1))  # (B, output_dim)

@@ -1,0 +1,32 @@
+"""Single-stream fusion: every token of every modality in one transformer (unified / GPT-4V style)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmlab.fusion.base import Fusion, Projections, classifier_head, self_attention_layer
+from mmlab.fusion.registry import register_fusion
+
+
+@register_fusion("single_stream")
+class SingleStreamFusion(Fusion):
+    """Project all tokens to `width`, add modality-type embeddings, prepend a CLS token, self-attend."""
+
+    def __init__(self, input_dims, output_dim, width: int = 32, depth: int = 1, heads: int = 2,
+                 mlp_ratio: int = 2, dropout: float = 0.0):
+        super().__init__(input_dims, output_dim)
+        self.project = Projections(self.input_dims, width)
+        self.cls = nn.Parameter(0.02 * torch.randn(1, 1, width))
+        self.layers = nn.ModuleList(self_attention_layer(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.head = classifier_head(width, output_dim)
+
+    def forward(self, tokens, masks=None):
+        tokens, masks = self.check_inputs(tokens, masks)
+        batch = tokens[self.modalities[0]].shape[0]
+        seq = [self.cls.expand(batch, -1, -1)] + [self.project(m, tokens[m]) for m in self.modalities]
+        keep = [masks[self.modalities[0]].new_ones(batch, 1)] + [masks[m] for m in self.modalities]
+        x = torch.cat(seq, dim=1)  # (B, 1 + sum N_m, width)
+        pad = ~torch.cat(keep, dim=1)  # (B, 1 + sum N_m), True = ignore
+        for layer in self.layers:
+            x = layer(x, src_key_padding_mask=pad)
+        return self.head(x[:, 0])  # (B, output_dim)
