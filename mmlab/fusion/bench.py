@@ -1,0 +1,335 @@
+"""Fusion leaderboard: train every variant on a task at several seeds and compare them fairly.
+
+Columns: test accuracy (mean +/- std over seeds), accuracy with one modality dropped (its
+tokens zeroed) or noised at test time, parameters, forward FLOPs per sample
+(`torch.utils.flop_counter`, attention counted through the math kernel), CPU latency
+(median ms per batch) and training time; each variant with and without modality-dropout
+training. `python -m mmlab fusion-bench --help` runs it from the shell.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import io
+import json
+import math
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from mmlab.fusion.registry import available_fusions
+from mmlab.fusion.tasks import TASKS, FusionModel, Split, Task, load_task
+
+WORD_NOISE = 0.5  # fraction of word tokens replaced by random words when "noising" text
+
+
+@dataclass
+class Variant:
+    """One leaderboard entry: a registered fusion, its options, and which modalities it sees."""
+
+    fusion: str
+    options: dict = field(default_factory=dict)
+    modalities: tuple[str, ...] | None = None  # None: all the task's modalities
+    label: str = ""
+
+    def __post_init__(self):
+        if not self.label:
+            opts = ",".join(f"{k}={v}" for k, v in self.options.items())
+            self.label = self.fusion + (f"({opts})" if opts else "")
+            if self.modalities:
+                self.label = f"{'+'.join(self.modalities)} only ({self.label})"
+
+
+@dataclass
+class BenchConfig:
+    task: str = "avdigits"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 150
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    width: int = 32  # token width of the modality encoders
+    dropout_ps: tuple[float, ...] = (0.0, 0.3)  # modality-dropout probabilities to train with
+    noise: float = 1.0  # test-time Gaussian noise std on standardised features
+    budget_s: float | None = None  # optional wall-clock cap per training run
+    latency_batch: int = 64
+    latency_repeats: int = 15
+    progress: bool = True
+
+
+@dataclass
+class Leaderboard:
+    rows: list[dict]  # one per (variant, modality dropout), aggregated over seeds
+    runs: list[dict]  # one per training run
+    meta: dict
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(self.rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return buf.getvalue()
+
+    def to_markdown(self, latency: bool = True) -> str:
+        mods = self.meta["modalities"]
+        head = ["fusion", "mod. dropout", "accuracy"] + [f"drop {m}" for m in mods] + [f"noise {m}" for m in mods]
+        head += ["params", "MFLOPs/sample"] + (["latency ms/batch"] if latency else [])
+        lines = [
+            f"# Fusion leaderboard: task `{self.meta['task']}`", "",
+            f"- command: `{self.meta['command']}`",
+            f"- seeds {self.meta['seeds']}, {self.meta['steps']} steps of batch {self.meta['batch_size']}, "
+            f"lr {self.meta['lr']}, token width {self.meta['width']}",
+            f"- test set: {self.meta['test_size']} examples, {self.meta['num_classes']} classes "
+            f"(chance {1 / self.meta['num_classes']:.3f})",
+            f"- drop m: m's tokens zeroed at test time; noise m: Gaussian noise of std {self.meta['noise']} on m's "
+            f"standardised features (word tokens: {WORD_NOISE:.0%} replaced by random words)",
+            f"- latency: median of {self.meta['latency_repeats']} forward passes of a batch of "
+            f"{self.meta['latency_batch']} on CPU ({self.meta['threads']} threads)",
+            f"- machine: {self.meta['machine']}; {self.meta['versions']}; {self.meta['date']}", "",
+            "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+        ]
+        for r in self.rows:
+            cells = [r["fusion"], f"{r['modality_dropout']:.1f}", f"{r['acc_mean']:.3f} ± {r['acc_std']:.3f}"]
+            cells += [f"{r[f'acc_drop_{m}']:.3f}" for m in mods] + [f"{r[f'acc_noise_{m}']:.3f}" for m in mods]
+            cells += [f"{r['params']:,}", f"{r['mflops_per_sample']:.3f}"]
+            cells += [f"{r['latency_ms']:.2f}"] if latency else []
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def save(self, out: str | Path) -> tuple[Path, Path]:
+        """Write `<out>.md` and `<out>.csv`; return both paths."""
+        out = Path(out)
+        out = out.with_suffix("") if out.suffix in (".md", ".csv") else out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        md, cs = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
+        md.write_text(self.to_markdown())
+        cs.write_text(self.to_csv())
+        return md, cs
+
+
+def parse_variant(spec: str) -> Variant:
+    """"name" or "name:key=value,key=value" (values parsed as Python literals when possible)."""
+    name, _, opts = spec.partition(":")
+    options = {}
+    for item in filter(None, opts.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"bad option {item!r} in {spec!r}; expected key=value")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    if name not in available_fusions():
+        raise KeyError(f"unknown fusion {name!r}; available: {', '.join(available_fusions())}")
+    return Variant(name, options)
+
+
+def noised(split: Split, modality: str, level: float, generator: torch.Generator) -> Split:
+    """A copy of `split` with `modality` noised (floats: + N(0, level^2); word ids: random replacements)."""
+    features = dict(split.features)
+    x = features[modality]
+    if x.is_floating_point():
+        features[modality] = x + level * torch.randn(x.shape, generator=generator)
+    else:
+        replace = (torch.rand(x.shape, generator=generator) < WORD_NOISE) & split.masks[modality]
+        random_ids = torch.randint(2, int(x.max()) + 1, x.shape, generator=generator)
+        features[modality] = torch.where(replace, random_ids, x)
+    return Split(features, split.masks, split.labels)
+
+
+@torch.no_grad()
+def accuracy(model: FusionModel, split: Split, drop: tuple[str, ...] = ()) -> float:
+    model.eval()
+    logits = model(split.features, split.masks, drop=drop)
+    return float((logits.argmax(-1) == split.labels).float().mean())
+
+
+def train(task: Task, variant: Variant, seed: int, config: BenchConfig, dropout_p: float = 0.0) -> tuple[FusionModel, float]:
+    """Train one model; return it and the seconds it took."""
+    torch.manual_seed(seed)
+    model = FusionModel(task, variant.fusion, variant.modalities, width=config.width, **variant.options)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    model.train()
+    for _ in range(config.steps):
+        batch = task.train.take(torch.randint(len(task.train), (config.batch_size,), generator=generator))
+        logits = model(batch.features, batch.masks, dropout_p=dropout_p, generator=generator)
+        loss = nn.functional.cross_entropy(logits, batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if config.budget_s is not None and time.perf_counter() - start > config.budget_s:
+            break
+    return model, time.perf_counter() - start
+
+
+def count_flops(model: FusionModel, split: Split, batch: int = 16) -> float:
+    """Forward FLOPs per sample (attention through the math kernel so the counter sees its matmuls)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    part = split.take(torch.arange(min(batch, len(split))))
+    model.eval()
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(part.features, part.masks)  # grad enabled: keeps torch's fused inference fast path out
+    return counter.get_total_flops() / len(part)
+
+
+@torch.no_grad()
+def latency_ms(model: FusionModel, split: Split, batch: int, repeats: int) -> float:
+    part = split.take(torch.arange(min(batch, len(split))))
+    model.eval()
+    for _ in range(2):
+        model(part.features, part.masks)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(part.features, part.masks)
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def default_variants(task: Task, baselines: bool = True) -> list[Variant]:
+    """Every registered fusion, plus single-modality baselines (early fusion on one modality)."""
+    variants = [Variant(name) for name in available_fusions()]
+    if baselines:
+        variants = [Variant("early", modalities=(m,)) for m in task.modalities] + variants
+    return variants
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def run_bench(variants: Sequence[Variant | str] | None = None, config: BenchConfig | None = None,
+              task: Task | None = None, command: str = "") -> Leaderboard:
+    """Train every variant at every seed and modality-dropout setting; aggregate into a leaderboard."""
+    from tqdm.auto import tqdm
+
+    config = config or BenchConfig()
+    task = task or load_task(config.task)
+    variants = default_variants(task) if variants is None else [v if isinstance(v, Variant) else parse_variant(v) for v in variants]
+    if not variants or not config.seeds or config.steps <= 0:
+        raise ValueError("need at least one variant, one seed and steps > 0")
+    jobs = [(v, p, s) for v in variants for p in config.dropout_ps
+            if not (p > 0 and len(v.modalities or task.modalities) < 2) for s in config.seeds]
+    runs, cost = [], {}
+    for variant, p, seed in tqdm(jobs, desc=f"fusion-bench {task.name}", disable=not config.progress):
+        model, seconds = train(task, variant, seed, config, dropout_p=p)
+        run = {"fusion": variant.label, "modality_dropout": p, "seed": seed, "train_s": seconds,
+               "acc": accuracy(model, task.test)}
+        gen = torch.Generator().manual_seed(10_000 + seed)
+        for m in task.modalities:
+            run[f"acc_drop_{m}"] = accuracy(model, task.test, drop=(m,))
+            run[f"acc_noise_{m}"] = accuracy(model, noised(task.test, m, config.noise, gen))
+        if variant.label not in cost:  # architecture cost does not depend on the seed or training
+            cost[variant.label] = {
+                "params": sum(q.numel() for q in model.parameters()),
+                "fusion_params": sum(q.numel() for q in model.fusion.parameters()),
+                "mflops_per_sample": count_flops(model, task.test) / 1e6,
+                "latency_ms": latency_ms(model, task.test, config.latency_batch, config.latency_repeats),
+            }
+        runs.append(run)
+    rows = []
+    for variant in variants:
+        for p in config.dropout_ps:
+            group = [r for r in runs if r["fusion"] == variant.label and r["modality_dropout"] == p]
+            if not group:
+                continue
+            acc, acc_std = _mean_std([r["acc"] for r in group])
+            row = {"task": task.name, "fusion": variant.label, "modality_dropout": p, "seeds": len(group),
+                   "acc_mean": acc, "acc_std": acc_std}
+            for key in [k for k in group[0] if k.startswith(("acc_drop_", "acc_noise_"))]:
+                row[key], row[key + "_std"] = _mean_std([r[key] for r in group])
+            row.update(cost[variant.label])
+            row["train_s"] = statistics.fmean(r["train_s"] for r in group)
+            rows.append(row)
+    meta = {"task": task.name, "modalities": list(task.modalities), "seeds": list(config.seeds),
+            "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr, "width": config.width,
+            "noise": config.noise, "test_size": len(task.test), "num_classes": task.num_classes,
+            "latency_batch": config.latency_batch, "latency_repeats": config.latency_repeats,
+            "threads": torch.get_num_threads(), "command": command or "mmlab.fusion.bench.run_bench(...)",
+            "machine": f"{platform.machine()} {platform.processor() or platform.system()}, "
+                       f"{torch.get_num_threads()} torch threads",
+            "versions": f"python {platform.python_version()}, torch {torch.__version__}",
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    return Leaderboard(rows, runs, meta)
+
+
+def plot_leaderboard(board: Leaderboard, figsize=(8, 4)):
+    """Bar chart: clean accuracy (+/- std) and accuracy with each modality dropped; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    rows = board.rows
+    mods = board.meta["modalities"]
+    labels = [f"{r['fusion']}{' +md' if r['modality_dropout'] > 0 else ''}" for r in rows]
+    x = torch.arange(len(rows)).float()
+    width = 0.8 / (1 + len(mods))
+    fig, ax = plt.subplots(figsize=figsize, dpi=80)
+    ax.bar(x, [r["acc_mean"] for r in rows], width, yerr=[r["acc_std"] for r in rows], label="clean")
+    for i, m in enumerate(mods, start=1):
+        ax.bar(x + i * width, [r[f"acc_drop_{m}"] for r in rows], width, label=f"{m} dropped")
+    ax.axhline(1 / board.meta["num_classes"], color="gray", lw=1, ls="--", label="chance")
+    ax.set_xticks(x + width * len(mods) / 2, labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"fusion leaderboard: {board.meta['task']}")
+    ax.legend(fontsize=7, ncol=len(mods) + 2)
+    fig.tight_layout()
+    return fig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mmlab fusion-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--names", nargs="+", default=None,
+                        help="fusions to compare, e.g. early late:combine=learned (default: all registered)")
+    parser.add_argument("--task", choices=TASKS, default="avdigits")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ..., N-1)")
+    parser.add_argument("--steps", type=int, default=150, help="training steps per run")
+    parser.add_argument("--budget", type=float, default=None, help="optional cap in seconds per training run")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--width", type=int, default=32, help="token width of the modality encoders")
+    parser.add_argument("--dropout", type=float, nargs="+", default=[0.0, 0.3],
+                        help="modality-dropout probabilities to train with")
+    parser.add_argument("--noise", type=float, default=1.0, help="test-time noise std (standardised features)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the single-modality baselines")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=Path("fusion_leaderboard"),
+                        help="output prefix: writes OUT.md and OUT.csv")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1 or args.steps < 1:
+        raise SystemExit("--seeds and --steps must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = BenchConfig(task=args.task, seeds=tuple(range(args.seeds)), steps=args.steps, batch_size=args.batch_size,
+                         lr=args.lr, width=args.width, dropout_ps=tuple(args.dropout), noise=args.noise,
+                         budget_s=args.budget, progress=not args.no_progress)
+    task = load_task(args.task)
+    variants = [parse_variant(s) for s in args.names] if args.names else None
+    if variants is not None and not args.no_baselines:
+        variants = default_variants(task, baselines=True)[: len(task.modalities)] + variants
+    elif variants is None:
+        variants = default_variants(task, baselines=not args.no_baselines)
+    board = run_bench(variants, config, task, command=shlex.join(["python", "-m", "mmlab", "fusion-bench", *argv]))
+    md, cs = board.save(args.out)
+    print(board.to_markdown())
+    print(f"wrote {md} and {cs}")
+    return 0

@@ -1,0 +1,101 @@
+"""The fusion leaderboard: a tiny budget writes valid CSV and markdown; the CLI and variant parsing."""
+import csv
+import io
+
+import pytest
+import torch
+
+from mmlab.fusion import bench
+from mmlab.fusion.bench import BenchConfig, Variant, noised, parse_variant, run_bench
+from mmlab.fusion.tasks import FusionModel, Split, Task
+
+
+def synthetic_task(n_train=96, n_test=40) -> Task:
+    """Two float modalities plus variable-length word ids: class = (a + b) mod 4."""
+    g = torch.Generator().manual_seed(0)
+
+    def make(n):
+        a, b = torch.randint(4, (n,), generator=g), torch.randint(4, (n,), generator=g)
+        image = torch.randn(n, 5, 3, generator=g) + a[:, None, None]
+        ids = torch.randint(2, 9, (n, 4), generator=g)
+        ids[:, 0] = 2 + b
+        lengths = torch.randint(1, 5, (n,), generator=g)
+        keep = torch.arange(4)[None] < lengths[:, None]
+        ids = ids.masked_fill(~keep, 0)
+        return Split({"image": image, "text": ids}, {"image": torch.ones(n, 5, dtype=torch.bool), "text": keep},
+                     (a + b) % 4)
+
+    return Task("synthetic", ("image", "text"), {"image": 3, "text": 9}, 4, make(n_train), make(n_test))
+
+
+TINY = BenchConfig(task="synthetic", seeds=(0, 1), steps=3, batch_size=8, dropout_ps=(0.0, 0.5),
+                   latency_repeats=2, latency_batch=8, progress=False)
+
+
+def test_tiny_bench_writes_valid_csv_and_markdown(tmp_path):
+    task = synthetic_task()
+    variants = bench.default_variants(task)[:2] + [Variant("early"), parse_variant("late:combine=learned")]
+    board = run_bench(variants, TINY, task)
+    # baselines train without modality dropout only; the two fusions with both settings
+    assert [(r["fusion"], r["modality_dropout"]) for r in board.rows] == [
+        ("image only (early)", 0.0), ("text only (early)", 0.0), ("early", 0.0), ("early", 0.5),
+        ("late(combine=learned)", 0.0), ("late(combine=learned)", 0.5)]
+    assert len(board.runs) == 2 * 6
+    md_path, csv_path = board.save(tmp_path / "board")
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert len(rows) == 6 and rows[0].keys() == board.rows[0].keys()
+    for row in rows:
+        assert 0.0 <= float(row["acc_mean"]) <= 1.0 and int(row["seeds"]) == 2
+        assert int(row["params"]) > 0 and float(row["mflops_per_sample"]) > 0 and float(row["latency_ms"]) > 0
+        for m in ("image", "text"):
+            assert 0.0 <= float(row[f"acc_drop_{m}"]) <= 1.0 and 0.0 <= float(row[f"acc_noise_{m}"]) <= 1.0
+    md = md_path.read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 6 and all(line.count("|") == table[0].count("|") for line in table)
+    assert "drop image" in table[0] and "latency ms/batch" in table[0]
+    assert "latency" not in board.to_markdown(latency=False).splitlines()[-1]
+
+
+def test_cli_main_writes_outputs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "load_task", lambda name: synthetic_task())
+    out = tmp_path / "lb"
+    assert bench.main(["--names", "early", "gated", "--seeds", "2", "--steps", "2", "--batch-size", "8",
+                       "--dropout", "0", "--no-progress", "--out", str(out)]) == 0
+    assert (tmp_path / "lb.md").exists() and (tmp_path / "lb.csv").exists()
+    rows = list(csv.DictReader(open(tmp_path / "lb.csv")))
+    assert [r["fusion"] for r in rows] == ["image only (early)", "text only (early)", "early", "gated"]
+    assert "fusion-bench --names early gated" in (tmp_path / "lb.md").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_training_beats_chance_on_synthetic_task():
+    task = synthetic_task(n_train=512, n_test=256)
+    config = BenchConfig(seeds=(0,), steps=150, batch_size=64, lr=1e-2, dropout_ps=(0.0,), progress=False)
+    model, _ = bench.train(task, Variant("early"), 0, config)
+    acc = bench.accuracy(model, task.test)
+    assert acc > 0.6  # chance is 0.25; needs both modalities (a + b mod 4)
+    assert bench.accuracy(model, task.test, drop=("image",)) < acc - 0.2
+
+
+def test_parse_variant_and_errors():
+    v = parse_variant("perceiver:n_latents=4,depth=2")
+    assert v.fusion == "perceiver" and v.options == {"n_latents": 4, "depth": 2} and "n_latents=4" in v.label
+    assert parse_variant("late:combine=learned").options == {"combine": "learned"}
+    with pytest.raises(KeyError, match="available"):
+        parse_variant("nope")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_variant("late:learned")
+    with pytest.raises(ValueError, match="no modalities"):
+        FusionModel(synthetic_task(), "early", modalities=("audio",))
+
+
+def test_noise_touches_only_one_modality():
+    split = synthetic_task().test
+    g = torch.Generator().manual_seed(0)
+    out = noised(split, "text", 1.0, g)
+    assert torch.equal(out.features["image"], split.features["image"])
+    changed = out.features["text"] != split.features["text"]
+    assert changed.any() and not (changed & ~split.masks["text"]).any()  # padding untouched
+    out = noised(split, "image", 1.0, g)
+    assert torch.equal(out.features["text"], split.features["text"])
+    assert not torch.equal(out.features["image"], split.features["image"])
