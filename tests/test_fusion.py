@@ -171,3 +171,31 @@ def test_modality_dropout_never_drops_everything():
     assert modality_dropout(tokens, 0.0) == tokens
     with pytest.raises(ValueError, match="dropout p"):
         modality_dropout(tokens, 1.0)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_check_fusion_passes_for_builtins(name):
+    from mmlab.fusion import check_fusion
+
+    results = check_fusion(name, **GRAD_OPTIONS.get(name, {}))
+    assert all(results.values()) and len(results) == 6
+
+
+def test_check_fusion_catches_a_broken_fusion():
+    from mmlab.fusion import check_fusion
+
+    @register_fusion("test_ignores_text")
+    class IgnoresText(Fusion):
+        def __init__(self, input_dims, output_dim):
+            super().__init__(input_dims, output_dim)
+            self.head = torch.nn.Linear(input_dims["image"], output_dim)
+
+        def forward(self, tokens, masks=None):
+            tokens, masks = self.check_inputs(tokens, masks)
+            return self.head(tokens["image"].mean(1))  # ignores masks and the text
+
+    try:
+        with pytest.raises(AssertionError, match="no gradient reaches modality 'text'"):
+            check_fusion("test_ignores_text")
+    finally:
+        unregister_fusion("test_ignores_text")

@@ -7,11 +7,12 @@ Importing this package registers the built-in families below.
 """
 from mmlab.fusion.registry import available_fusions, build_fusion, register_fusion, unregister_fusion
 from mmlab.fusion.base import Fusion, drop_modality, masked_mean, modality_dropout
+from mmlab.fusion.contract import check_fusion
 from mmlab.fusion import (  # noqa: F401  (importing registers each family)
     early, single_stream, late, cross_attention, flamingo, gated, tensor_fusion, lmf, film, bottleneck, perceiver,
 )
 
 __all__ = [
-    "Fusion", "available_fusions", "build_fusion", "drop_modality", "masked_mean", "modality_dropout",
+    "Fusion", "available_fusions", "build_fusion", "check_fusion", "drop_modality", "masked_mean", "modality_dropout",
     "register_fusion", "unregister_fusion",
 ]
