@@ -1,0 +1,252 @@
+"""Shapes-World: procedural multimodal scenes, identical on every machine.
+
+An item is a pure function of (seed, split, index): one coloured shape on a dark, lightly
+noisy background, four paraphrased captions, a one-second sound whose timbre, pitch and
+loudness follow the shape, colour and size, an optional short video of the object moving,
+attribute labels and a VQA-lite question with its answer.
+
+Splits are disjoint by construction: every random number is a hash of a key in which the
+split and the index occupy separate bits (see `shapes_random.item_keys`), so no two items of
+any splits share their randomness, and the test split's captions use held-out templates and
+synonyms (see `shapes_text`). Val uses the train templates: it measures in-distribution
+generalisation, test measures generalisation to new phrasings.
+
+Videos: the object glides in one of DIRECTIONS across a wrap-around image (leaving on one
+side, re-entering on the other) along a track centred on the middle frame, from a start
+uniform over the image. So each frame alone is uniform over positions whatever the
+direction, and reversing the direction plays the same frames backwards: the mean frame of
+a left-moving object equals that of the same object moving right (and up equals down).
+Only temporal order tells the sign of the motion; the mean frame still shows its axis.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Integral
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mmlab.data import shapes_random as rnd
+from mmlab.data.shapes_render import BASE_RGB, EXTENT, NOISE_OFFSETS, backgrounds, compose, coverage, track
+from mmlab.data.shapes_sound import (
+    ATTACK_S,
+    DECAY_PER_S,
+    DETUNE,
+    envelope_index,
+    max_period,
+    render_audio,
+    tone_index,
+)
+from mmlab.data.shapes_text import (
+    ANSWERS,
+    COLORS,
+    DIRECTIONS,
+    N_CAPTIONS,
+    QUESTION_TYPES,
+    SHAPES,
+    SIZES,
+    TEST_TEMPLATES,
+    TRAIN_TEMPLATES,
+    canonical_caption,
+    make_captions,
+    make_questions,
+)
+
+__all__ = [
+    "ANSWERS",
+    "COLORS",
+    "DIRECTIONS",
+    "SHAPES",
+    "SIZES",
+    "SPLITS",
+    "ShapesWorld",
+    "canonical_caption",
+    "collate_shapes_world",
+]
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+LABELS: tuple[str, ...] = ("shape", "color", "size", "direction")
+# Radius range as a fraction of the image size, per size (same order as SIZES).
+RADIUS: tuple[tuple[float, float], ...] = ((0.14, 0.17), (0.26, 0.30))
+# (dx, dy) of each direction (image y grows downwards), same order as DIRECTIONS.
+MOTION = np.array([(-1.0, 0.0), (1.0, 0.0), (0.0, -1.0), (0.0, 1.0)])
+
+
+class _S:  # stream numbers: one independent random stream per quantity
+    SHAPE, COLOR, SIZE, DIRECTION, RADIUS, CX, CY, JITTER, BG, BG_NOISE = range(10)
+    DETUNE, PHASE, GAIN, ATTACK, DECAY = range(10, 15)
+    VX, VY, SPEED, TEMPLATES, SYNONYMS, QTYPE, TRUTH, OTHER, BG_TINT = range(15, 24)
+
+
+class ShapesWorld(Dataset):
+    """Procedural Shapes-World scenes; `ds[i]` is one item, `ds.batch(indices)` many at once.
+
+    Item keys: "image" (3, H, W) float32 in [0, 1]; "captions" list of 4 str; "audio" (T,)
+    float32 in (-1, 1) if with_audio; "video" (F, 3, H, W) if video_frames > 0; "shape",
+    "color", "size", "direction" int; "question", "answer" str; "answer_id" int into
+    ANSWERS; "position" (2,) float32 object centre (x, y) as a fraction of the image; "index".
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 1000,
+        seed: int = 0,
+        image_size: int = 32,
+        sample_rate: int = 16000,
+        audio_seconds: float = 1.0,
+        video_frames: int = 0,
+        with_audio: bool = True,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        _check_int("size", size, 1, rnd.MAX_INDEX)
+        _check_int("seed", seed, 0, 2**63 - 1)
+        _check_int("image_size", image_size, 8, 4096)
+        _check_int("sample_rate", sample_rate, 2000, 384000)
+        _check_int("video_frames", video_frames, 0, 1024)
+        if isinstance(audio_seconds, bool) or not isinstance(audio_seconds, (int, float)):
+            raise ValueError(f"audio_seconds must be a number, got {audio_seconds!r}")
+        if not (math.isfinite(audio_seconds) and 0 < audio_seconds <= 60):
+            raise ValueError(f"audio_seconds must be finite and in (0, 60], got {audio_seconds!r}")
+        if not isinstance(with_audio, bool):
+            raise ValueError(f"with_audio must be a bool, got {with_audio!r}")
+        self.split, self.size, self.seed = split, int(size), int(seed)
+        self.image_size, self.sample_rate = int(image_size), int(sample_rate)
+        self.audio_seconds, self.video_frames, self.with_audio = float(audio_seconds), int(video_frames), with_audio
+        self.n_samples = round(self.sample_rate * self.audio_seconds)
+        if with_audio and self.n_samples < 1:
+            raise ValueError(f"sample_rate * audio_seconds = {self.n_samples} samples; need at least 1")
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return (
+            f"ShapesWorld(split={self.split!r}, size={self.size}, seed={self.seed}, image_size={self.image_size}, "
+            f"sample_rate={self.sample_rate}, audio_seconds={self.audio_seconds}, "
+            f"video_frames={self.video_frames}, with_audio={self.with_audio})"
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if isinstance(index, bool) or not isinstance(index, Integral):
+            raise TypeError(f"ShapesWorld index must be an int, got {type(index).__name__}")
+        b = self.batch([index])
+        return {k: (v[0] if isinstance(v, (list, torch.Tensor)) else v) for k, v in b.items()} | {
+            k: int(b[k][0]) for k in (*LABELS, "answer_id", "index")
+        }
+
+    def _indices(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
+        if isinstance(indices, torch.Tensor):
+            indices = indices.detach().cpu().numpy()
+        arr = np.asarray(indices)
+        if arr.ndim != 1:
+            raise ValueError(f"indices must be one-dimensional, got shape {arr.shape}")
+        if arr.size and arr.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+        bad = (arr < -self.size) | (arr >= self.size)
+        if bad.any():
+            raise IndexError(f"index {int(arr[bad][0])} is out of range for ShapesWorld of size {self.size}")
+        return np.where(arr < 0, arr + self.size, arr)
+
+    def params(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+        """Every random choice of the given items (labels, geometry, colours, sound, text)."""
+        idx = self._indices(indices)
+        keys = rnd.item_keys(self.seed, SPLITS.index(self.split), idx)
+        s, n = self.image_size, len(idx)
+        p: dict[str, np.ndarray] = {"index": idx}
+        p["shape"] = rnd.integers(keys, _S.SHAPE, len(SHAPES))
+        p["color"] = rnd.integers(keys, _S.COLOR, len(COLORS))
+        p["size"] = rnd.integers(keys, _S.SIZE, len(SIZES))
+        p["direction"] = rnd.integers(keys, _S.DIRECTION, len(DIRECTIONS))
+        lo, hi = np.array(RADIUS)[p["size"]].T
+        p["radius"] = s * (lo + (hi - lo) * rnd.uniform(keys, _S.RADIUS))
+        margin = EXTENT * p["radius"] + 1.0  # the whole object stays inside the image
+        p["cx"] = margin + (s - 2 * margin) * rnd.uniform(keys, _S.CX)
+        p["cy"] = margin + (s - 2 * margin) * rnd.uniform(keys, _S.CY)
+        jitter = 0.08 * (rnd.uniform(keys, _S.JITTER, 3) - 0.5)  # (B, 3)
+        p["rgb"] = np.clip(BASE_RGB[p["color"]] + jitter, 0.0, 1.0)
+        p["background"] = 0.12 + 0.16 * rnd.uniform(keys, _S.BG)[:, None] + 0.04 * (rnd.uniform(keys, _S.BG_TINT, 3) - 0.5)
+        p["bg_noise"] = rnd.integers(keys, _S.BG_NOISE, NOISE_OFFSETS)
+        p["tone"] = tone_index(p["shape"], p["color"], rnd.integers(keys, _S.DETUNE, len(DETUNE)))
+        p["phase"] = rnd.integers(keys, _S.PHASE, max_period(self.sample_rate))
+        p["envelope"] = envelope_index(
+            p["size"],
+            rnd.integers(keys, _S.GAIN, 3),
+            rnd.integers(keys, _S.ATTACK, len(ATTACK_S)),
+            rnd.integers(keys, _S.DECAY, len(DECAY_PER_S)),
+        )
+        p["video_x"] = s * rnd.uniform(keys, _S.VX)
+        p["video_y"] = s * rnd.uniform(keys, _S.VY)
+        p["speed"] = s * (0.05 + 0.03 * rnd.uniform(keys, _S.SPEED))  # pixels per frame
+        n_templates = len(TEST_TEMPLATES if self.split == "test" else TRAIN_TEMPLATES)
+        p["template_u"] = rnd.uniform(keys, _S.TEMPLATES, n_templates)
+        p["synonym_u"] = rnd.uniform(keys, _S.SYNONYMS, N_CAPTIONS * 3).reshape(n, N_CAPTIONS, 3)
+        p["qtype"] = rnd.integers(keys, _S.QTYPE, len(QUESTION_TYPES))
+        p["truth_u"] = rnd.uniform(keys, _S.TRUTH)
+        p["other_u"] = rnd.uniform(keys, _S.OTHER)
+        return p
+
+    def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, Any]:
+        """Many items at once (the fast path): tensors stacked on a leading batch dim B."""
+        p = self.params(indices)
+        s = self.image_size
+        bg = backgrounds(p["background"], p["bg_noise"], s)  # (B, 3, H, W)
+        alpha = coverage(p["shape"], p["radius"], p["cx"], p["cy"], s)  # (B, H, W)
+        out: dict[str, Any] = {"image": compose(alpha, p["rgb"], bg)}
+        region = np.clip(np.stack([p["cy"], p["cx"]], axis=1) * 3 // s, 0, 2).astype(np.int64)  # (B, 2)
+        out["captions"] = make_captions(
+            p["shape"], p["color"], p["size"], region, p["template_u"], p["synonym_u"], held_out=self.split == "test"
+        )
+        if self.with_audio:
+            audio = render_audio(p["tone"], p["phase"], p["envelope"], self.sample_rate, self.n_samples)
+            out["audio"] = torch.from_numpy(audio)  # (B, T)
+        if self.video_frames > 0:
+            out["video"] = self.render_video(p, bg)  # (B, F, 3, H, W)
+        for k in LABELS:
+            out[k] = torch.from_numpy(p[k])
+        q, a, ids = make_questions(p["shape"], p["color"], p["size"], p["qtype"], p["truth_u"], p["other_u"])
+        out["question"], out["answer"], out["answer_id"] = q, a, torch.from_numpy(ids)
+        out["position"] = torch.from_numpy((np.stack([p["cx"], p["cy"]], axis=1) / s).astype(np.float32))
+        out["index"] = torch.from_numpy(p["index"])
+        return out
+
+    def render_video(self, p: dict[str, np.ndarray], background: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F, 3, H, W) videos for params `p` (from `params`, possibly edited, e.g. the direction)."""
+        s, f, n = self.image_size, self.video_frames, len(p["shape"])
+        if f <= 0:
+            raise ValueError("this ShapesWorld has video_frames=0; pass video_frames > 0 to render videos")
+        if background is None:
+            background = backgrounds(p["background"], p["bg_noise"], s)
+        motion = MOTION[p["direction"]]  # (B, 2)
+        x = track(p["video_x"], motion[:, 0] * p["speed"], f, s)  # (B, F)
+        y = track(p["video_y"], motion[:, 1] * p["speed"], f, s)
+        shape, radius = np.repeat(p["shape"], f), np.repeat(p["radius"], f)  # (B*F,) one per frame
+        alpha = coverage(shape, radius, x.reshape(-1), y.reshape(-1), s, wrap=True)  # (B*F, H, W)
+        return compose(alpha.view(n, f, s, s), p["rgb"], background)
+
+
+def collate_shapes_world(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack a list of `ShapesWorld` items into the layout of `ShapesWorld.batch`."""
+    if not items:
+        raise ValueError("collate_shapes_world got an empty list of items")
+    out: dict[str, Any] = {}
+    for key, first in items[0].items():
+        values = [item[key] for item in items]
+        if isinstance(first, torch.Tensor):
+            out[key] = torch.stack(values)
+        elif isinstance(first, bool) or not isinstance(first, (int, np.integer)):
+            out[key] = values  # captions, question, answer
+        else:
+            out[key] = torch.tensor(values, dtype=torch.int64)
+    return out
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
