@@ -1,8 +1,11 @@
 """AV-Digits: checksums, splits, pairing, noise knobs, and that the spoken digits are distinguishable."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import torch
 from mmlab.data import AVDigits, verify_assets
 from mmlab.data.assets import AssetError, sha256_file
 from mmlab.data.av_digits import (ASSET_FILE, AUDIO_SAMPLES, EXPECTED_SHA256, MANIFEST_FILE, SAMPLE_RATE,
-                                  default_root, image_split_indices, load_speech)
+                                  default_root, image_split_indices, load_speech, speaker_info)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +76,28 @@ def test_splits_are_disjoint(manifest):
     for split in ("train", "val", "test"):
         ds = AVDigits(split, size=60)
         assert {ds[i]["speaker"] for i in range(len(ds))} <= set(splits[split])
+
+
+_DIGEST = """
+import hashlib
+from mmlab.data import AVDigits
+t = AVDigits("val", image_noise=0.2, image_occlusion=0.25, audio_noise=0.5, seed=1).tensors()
+print(hashlib.sha256(b"".join(t[k].numpy().tobytes() for k in ("image", "audio", "label"))).hexdigest())
+"""
+
+
+def test_same_seed_same_bytes_in_a_new_process():
+    t = AVDigits("val", image_noise=0.2, image_occlusion=0.25, audio_noise=0.5, seed=1).tensors()
+    here = hashlib.sha256(b"".join(t[k].numpy().tobytes() for k in ("image", "audio", "label"))).hexdigest()
+    there = subprocess.run([sys.executable, "-c", _DIGEST], capture_output=True, text=True, check=True)
+    assert there.stdout.strip() == here
+
+
+def test_speaker_info_matches_splits(manifest):
+    info = speaker_info()
+    assert [s["id"] for s in info] == [s["id"] for s in manifest["speakers"]]
+    for split in ("train", "val", "test"):
+        assert AVDigits(split, size=1).speakers == [s["id"] for s in info if s["split"] == split]
 
 
 def test_item_and_tensor_layout():

@@ -81,6 +81,11 @@ def load_speech(root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray,
     return _load_speech(str(root.resolve()), stamp)
 
 
+def speaker_info(root: str | Path | None = None) -> list[dict]:
+    """The manifest's speakers: [{"id", "voice", "variant", "speed_wpm", "pitch", "split"}, ...]."""
+    return [dict(s) for s in load_speech(root)[3]["speakers"]]
+
+
 @functools.lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits: images float32 (1797, 8, 8) in [0, 1], labels int64."""
