@@ -30,12 +30,12 @@ PITCH_HZ: dict[str, float] = {
 HARMONICS: dict[str, tuple[float, ...]] = {
     "circle": (1.0,),  # pure sine: round and smooth
     "square": (1.0, 0.0, 1 / 3, 0.0, 1 / 5, 0.0, 1 / 7),  # odd harmonics: hollow, square wave
-    "triangle": (1.0, 0.6, 0.35, 0.2),  # a few low harmonics: soft reed
+    "triangle": (1.0, 0.5, 0.3, 0.15),  # a few low harmonics: soft reed
     "cross": tuple(1.0 / k for k in range(1, 9)),  # every harmonic: bright sawtooth buzz
 }
 DETUNE: tuple[float, ...] = (0.99, 1.0, 1.01)
 # Peak gain per size (same order as SIZES); each item takes one of these levels.
-GAINS: dict[str, tuple[float, ...]] = {"small": (0.26, 0.29, 0.32), "large": (0.70, 0.75, 0.80)}
+GAINS: dict[str, tuple[float, ...]] = {"small": (0.22, 0.25, 0.28), "large": (0.70, 0.75, 0.80)}
 ATTACK_S: tuple[float, ...] = (0.005, 0.01, 0.02, 0.04)
 DECAY_PER_S: tuple[float, ...] = (0.4, 1.2)
 RELEASE_S = 0.02
