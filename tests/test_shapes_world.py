@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from torch.utils.data import DataLoader
 
 from mmlab.data import ShapesWorld, collate_shapes_world
 from mmlab.data import shapes_random as rnd
@@ -80,6 +81,11 @@ def test_items_do_not_depend_on_the_batch_they_come_in():
     assert collated.keys() == picked.keys()
     for key, value in picked.items():
         assert torch.equal(collated[key], value) if isinstance(value, torch.Tensor) else collated[key] == value
+    loaded = next(iter(DataLoader(ds, batch_size=5, collate_fn=collate_shapes_world)))  # via __getitems__
+    first = ds.batch(range(5))
+    assert loaded.keys() == first.keys()
+    for key, value in first.items():
+        assert torch.equal(loaded[key], value) if isinstance(value, torch.Tensor) else loaded[key] == value
 
 
 def test_seed_changes_items():

@@ -8,6 +8,8 @@ below are exact.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -40,11 +42,16 @@ def item_keys(seed: int, split_id: int, indices: np.ndarray) -> np.ndarray:
     return mix64(mix64(words) ^ seed_key)
 
 
+@lru_cache(maxsize=256)
+def _stream_keys(stream: int, width: int) -> np.ndarray:
+    keys = mix64((np.uint64(stream) << np.uint64(32)) | np.arange(width, dtype=np.uint64))  # (width,)
+    keys.flags.writeable = False
+    return keys
+
+
 def _bits(keys: np.ndarray, stream: int, n: int | None) -> np.ndarray:
     """Raw 64-bit words for `stream`: shape (B,) if n is None else (B, n)."""
-    width = 1 if n is None else n
-    sub = mix64((np.uint64(stream) << np.uint64(32)) | np.arange(width, dtype=np.uint64))  # (n,)
-    z = mix64(keys[:, None] ^ sub[None, :])  # (B, n)
+    z = mix64(keys[:, None] ^ _stream_keys(stream, 1 if n is None else n)[None, :])  # (B, n)
     return z[:, 0] if n is None else z
 
 

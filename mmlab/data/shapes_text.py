@@ -7,6 +7,7 @@ so a text encoder is tested on phrasings it never saw.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 
@@ -88,10 +89,15 @@ def make_captions(
         caps = []
         for c in range(N_CAPTIONS):
             w = [_pick(word, synonym_u[b, c, j]) for j, word in enumerate(words)] if held_out else words
-            text = templates[order[b, c]].format(shape=w[0], color=w[1], size=w[2], where=where)
-            caps.append(_ARTICLE.sub("an ", text))
+            caps.append(_fill(templates[order[b, c]], w[0], w[1], w[2], where))
         out.append(caps)
     return out
+
+
+@lru_cache(maxsize=1 << 16)
+def _fill(template: str, shape: str, color: str, size: str, where: str) -> str:
+    """Template with its slots filled, "a" turned into "an" before a vowel."""
+    return _ARTICLE.sub("an ", template.format(shape=shape, color=color, size=size, where=where))
 
 
 def _pick(word: str, u: float) -> str:

@@ -87,6 +87,9 @@ class ShapesWorld(Dataset):
     float32 in (-1, 1) if with_audio; "video" (F, 3, H, W) if video_frames > 0; "shape",
     "color", "size", "direction" int; "question", "answer" str; "answer_id" int into
     ANSWERS; "position" (2,) float32 object centre (x, y) as a fraction of the image; "index".
+
+    Fast loading: `DataLoader(ds, batch_size=256, collate_fn=collate_shapes_world)` generates
+    each batch in one vectorised `batch` call (through `__getitems__`).
     """
 
     def __init__(
@@ -133,10 +136,11 @@ class ShapesWorld(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if isinstance(index, bool) or not isinstance(index, Integral):
             raise TypeError(f"ShapesWorld index must be an int, got {type(index).__name__}")
-        b = self.batch([index])
-        return {k: (v[0] if isinstance(v, (list, torch.Tensor)) else v) for k, v in b.items()} | {
-            k: int(b[k][0]) for k in (*LABELS, "answer_id", "index")
-        }
+        return _unbatch(self.batch([index]))[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """Used by torch's DataLoader for a whole batch at once: generation stays vectorised."""
+        return _unbatch(self.batch(indices))
 
     def _indices(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(indices, torch.Tensor):
@@ -227,6 +231,18 @@ class ShapesWorld(Dataset):
         shape, radius = np.repeat(p["shape"], f), np.repeat(p["radius"], f)  # (B*F,) one per frame
         alpha = coverage(shape, radius, x.reshape(-1), y.reshape(-1), s, wrap=True)  # (B*F, H, W)
         return compose(alpha.view(n, f, s, s), p["rgb"], background)
+
+
+def _unbatch(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """Split a `batch` dict into per-item dicts (labels as Python ints)."""
+    items = []
+    for i in range(len(batch["index"])):
+        item = {k: (int(v[i]) if k in _INT_KEYS else v[i]) for k, v in batch.items()}
+        items.append(item)
+    return items
+
+
+_INT_KEYS = frozenset((*LABELS, "answer_id", "index"))
 
 
 def collate_shapes_world(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
