@@ -76,6 +76,7 @@ def test_items_do_not_depend_on_the_batch_they_come_in():
     assert torch.equal(single["video"], whole["video"][11])
     assert single["captions"] == whole["captions"][11] and single["question"] == whole["question"][11]
     assert ds[-1]["index"] == 19 and torch.equal(ds[-1]["image"], whole["image"][19])
+    assert ds[np.int64(5)]["index"] == ds[torch.tensor(5)]["index"] == 5
     collated = collate_shapes_world([ds[i] for i in (4, 2, 9)])
     picked = ds.batch(torch.tensor([4, 2, 9]))
     assert collated.keys() == picked.keys()
@@ -250,6 +251,8 @@ def test_bad_indices():
         ds.batch([0, -11])
     with pytest.raises(TypeError, match="int"):
         ds[1.0]
+    with pytest.raises(TypeError, match="int"):
+        ds[True]
     with pytest.raises(TypeError, match="integers"):
         ds.batch([0.5])
     with pytest.raises(ValueError, match="one-dimensional"):

@@ -21,6 +21,7 @@ Only temporal order tells the sign of the motion; the mean frame still shows its
 from __future__ import annotations
 
 import math
+import operator
 from numbers import Integral
 from typing import Any, Sequence
 
@@ -134,9 +135,13 @@ class ShapesWorld(Dataset):
         )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if isinstance(index, bool) or not isinstance(index, Integral):
+        try:
+            i = operator.index(index)  # int, numpy integer or one-element integer tensor
+        except TypeError:
+            i = None
+        if i is None or isinstance(index, bool):
             raise TypeError(f"ShapesWorld index must be an int, got {type(index).__name__}")
-        return _unbatch(self.batch([index]))[0]
+        return _unbatch(self.batch([i]))[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         """Used by torch's DataLoader for a whole batch at once: generation stays vectorised."""
