@@ -1,0 +1,276 @@
+"""A small generic training loop: progress bar, mixed precision, gradient accumulation and clipping,
+and checkpoints that resume exactly.
+
+    history = fit(model, loss_fn, batches, TrainConfig(steps=200, lr=1e-3))
+
+`loss_fn(model, batch) -> scalar loss`. `batches` is either a callable `i -> batch` (called with the
+micro-batch index `i = step * grad_accum_steps + k`, so `i == step` without accumulation) or an
+iterable, cycled when it runs out (a list, a DataLoader). A resumed run reproduces the uninterrupted
+run's losses exactly when the batches are a function of their index (a callable, or an iterable whose
+order does not depend on the global RNG): model, optimizer, scheduler, grad scaler, step, history and
+every RNG state (Python, NumPy, torch CPU and CUDA) are restored from the checkpoint.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mmlab.checkpoint import load_checkpoint, save_checkpoint
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of `fit`. `steps` counts optimizer steps; each consumes `grad_accum_steps` micro-batches."""
+    steps: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    grad_accum_steps: int = 1
+    clip_grad_norm: float | None = None
+    amp: str = "none"  # "none" | "bf16" (CPU and GPU) | "fp16" (GPU only, with a GradScaler)
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int = 0  # save every N steps (and at the end) when > 0 and checkpoint_dir is set
+    progress: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not isinstance(self.grad_accum_steps, int) or self.grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be a positive int, got {self.grad_accum_steps!r}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be an int >= 0, got {self.checkpoint_every!r}")
+        if self.checkpoint_every > 0 and self.checkpoint_dir is None:
+            raise ValueError("checkpoint_every > 0 needs a checkpoint_dir")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+
+
+def checkpoint_path(config: TrainConfig) -> Path:
+    """Where `fit` keeps the latest checkpoint for this config."""
+    if config.checkpoint_dir is None:
+        raise ValueError("config.checkpoint_dir is not set")
+    return Path(config.checkpoint_dir) / CHECKPOINT_NAME
+
+
+# ---- RNG state -------------------------------------------------------------------------------
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states, in a checkpoint-friendly form."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `get_rng_state` returned."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].to(torch.uint8))
+    if state["cuda"] and torch.cuda.is_available():
+        if len(state["cuda"]) != torch.cuda.device_count():
+            raise ValueError(f"checkpoint has RNG states for {len(state['cuda'])} GPUs, this machine has "
+                             f"{torch.cuda.device_count()}")
+        torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
+
+
+# ---- pieces of the loop ----------------------------------------------------------------------
+
+def _device_type(model: nn.Module) -> str:
+    p = next(model.parameters(), None)
+    if p is None:
+        raise ValueError("the model has no parameters to train")
+    return p.device.type
+
+
+def _autocast(amp: str, device_type: str):
+    if amp == "none":
+        return nullcontext()
+    if amp == "fp16" and device_type != "cuda":
+        raise ValueError(f"amp='fp16' needs a CUDA GPU (the model is on {device_type!r}); "
+                         "use amp='bf16' on CPU, or amp='none'")
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _batch_source(batches: Iterable | Callable[[int], Any], start: int) -> Callable[[], Any]:
+    """A function returning the next micro-batch, starting at micro-batch index `start`."""
+    if callable(batches) and not hasattr(batches, "__iter__"):
+        counter = iter(range(start, 2**62))
+        return lambda: batches(next(counter))
+    if not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be an iterable or a callable index -> batch, got {type(batches).__name__}")
+    one_shot = iter(batches) is batches  # a generator or iterator cannot be cycled
+    state: dict[str, Iterator] = {"it": iter(batches)}
+    served = 0
+
+    def next_batch() -> Any:
+        nonlocal served
+        try:
+            item = next(state["it"])
+        except StopIteration:
+            if one_shot or served == 0:
+                raise RuntimeError(f"batches ran out after {served} micro-batches; pass a list, a DataLoader "
+                                   "or a callable index -> batch so that it can be cycled") from None
+            state["it"] = iter(batches)
+            item = next(state["it"])
+        served += 1
+        return item
+
+    for _ in range(start):  # skip what a resumed run already consumed
+        next_batch()
+    return next_batch
+
+
+def _check_loss(loss: Any, step: int) -> Tensor:
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
+                        f"{tuple(getattr(loss, 'shape', ()))}")
+    if not loss.requires_grad:
+        raise ValueError("the loss does not require grad: are all the parameters frozen?")
+    if not torch.isfinite(loss.detach()).all():
+        raise FloatingPointError(f"the loss is {float(loss.detach())} at step {step}; lower the lr or check the inputs")
+    return loss.reshape(())
+
+
+def _grad_norm(params: list[Tensor], clip: float | None) -> float:
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        raise ValueError("no trainable parameter received a gradient: does the loss depend on them?")
+    return float(torch.nn.utils.clip_grad_norm_(grads, clip if clip is not None else float("inf")))
+
+
+def _save(path: Path, model: nn.Module, optimizer, scheduler, scaler, step: int, history: dict,
+          config: TrainConfig) -> None:
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": get_rng_state(),
+        "history": {k: history[k] for k in ("loss", "lr", "grad_norm")},
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+    }
+    save_checkpoint(path, state)
+
+
+# ---- the loop --------------------------------------------------------------------------------
+
+def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: Iterable | Callable[[int], Any],
+        config: TrainConfig, optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train `model` for `config.steps` optimizer steps; return the history.
+
+    Default optimizer: AdamW(lr, weight_decay) over the parameters that require grad. `scheduler` is
+    stepped once per optimizer step. With `resume=True` the latest checkpoint in `config.checkpoint_dir`
+    (if there is one) is loaded and training continues from its step. History: per step "loss" (mean
+    over micro-batches), "lr" (used by that step), "grad_norm" (before clipping; inf on a step the fp16
+    scaler skipped), plus "resumed_from" (step or None) and "seconds" (wall time of this call).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    device_type = _device_type(model)
+    _autocast(config.amp, device_type)  # validates amp before any work
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (every requires_grad is False)")
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+
+    _seed(config.seed)
+    history: dict[str, Any] = {"loss": [], "lr": [], "grad_norm": [], "resumed_from": None}
+    start = 0
+    ckpt = checkpoint_path(config) if config.checkpoint_dir is not None else None
+    if resume:
+        if ckpt is None:
+            raise ValueError("resume=True needs config.checkpoint_dir")
+        if ckpt.exists():
+            state = load_checkpoint(ckpt)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                if state["scheduler"] is None:
+                    raise ValueError(f"{ckpt} was saved without a scheduler but one was passed")
+                scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state["scaler"] is not None:
+                scaler.load_state_dict(state["scaler"])
+            start = int(state["step"])
+            for k in ("loss", "lr", "grad_norm"):
+                history[k] = list(state["history"][k])
+            history["resumed_from"] = start
+            set_rng_state(state["rng"])
+    next_batch = _batch_source(batches, start * config.grad_accum_steps)
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=config.steps, initial=start, disable=not config.progress, desc="train", leave=True)
+    t0 = time.perf_counter()
+    model.train()
+    try:
+        for step in range(start, config.steps):
+            optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for _ in range(config.grad_accum_steps):
+                batch = next_batch()
+                with _autocast(config.amp, device_type):
+                    loss = _check_loss(loss_fn(model, batch), step)
+                total += float(loss.detach())
+                scaled = loss.float() / config.grad_accum_steps
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            norm = _grad_norm(params, config.clip_grad_norm)
+            lr = float(optimizer.param_groups[0]["lr"])
+            if scaler is not None:
+                scaler.step(optimizer)  # skipped (and the scale lowered) if any gradient is inf/nan
+                scaler.update()
+            else:
+                optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            history["loss"].append(total / config.grad_accum_steps)
+            history["lr"].append(lr)
+            history["grad_norm"].append(norm)
+            bar.update(1)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", refresh=False)
+            done = step + 1
+            if ckpt is not None and config.checkpoint_every > 0 and (
+                    done % config.checkpoint_every == 0 or done == config.steps):
+                _save(ckpt, model, optimizer, scheduler, scaler, done, history, config)
+    finally:
+        bar.close()
+    history["seconds"] = time.perf_counter() - t0
+    return history

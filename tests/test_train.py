@@ -1,0 +1,194 @@
+"""mmlab.train and mmlab.checkpoint: resume equivalence, accumulation, AMP, clipping, safe checkpoints."""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mmlab.checkpoint as checkpoint
+from mmlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mmlab.train import TrainConfig, checkpoint_path, fit
+
+
+def make_model(seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Dropout(dropout), nn.Linear(16, 3))
+
+
+W = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+
+
+def regression_batch(i, n=8):
+    g = torch.Generator().manual_seed(1000 + i)
+    x = torch.randn(n, 6, generator=g)
+    return x, x @ W
+
+
+def mse(model, batch):
+    x, y = batch
+    return ((model(x) - y) ** 2).mean()
+
+
+def noisy_batch(i):
+    # draws from the global RNGs (torch, NumPy, Python), so resume must restore all three
+    x = torch.randn(8, 6) + float(np.random.rand()) + random.random()
+    return x, x @ W
+
+
+def test_trains_and_records_history():
+    model = make_model()
+    h = fit(model, mse, regression_batch, TrainConfig(steps=40, lr=1e-2, progress=False))
+    assert len(h["loss"]) == len(h["lr"]) == len(h["grad_norm"]) == 40
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    assert h["resumed_from"] is None and h["seconds"] > 0
+
+
+def test_resume_reproduces_uninterrupted_losses(tmp_path):
+    cfg = dict(steps=10, lr=1e-2, progress=False, checkpoint_every=3, clip_grad_norm=1.0)
+
+    def run(model, ckdir, resume=False, crash_at=None):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.7)
+        calls = {"n": 0}
+
+        def loss_fn(m, batch):
+            if crash_at is not None and calls["n"] == crash_at:
+                raise KeyboardInterrupt("simulated interruption")
+            calls["n"] += 1
+            return mse(m, batch)
+        return fit(model, loss_fn, noisy_batch, TrainConfig(checkpoint_dir=ckdir, **cfg), opt, sched, resume)
+
+    full = run(make_model(dropout=0.2), tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(make_model(dropout=0.2), tmp_path / "b", crash_at=7)  # dies during step 8; last checkpoint at 6
+    resumed = run(make_model(seed=5, dropout=0.2), tmp_path / "b", resume=True)  # different init: must be overwritten
+    assert resumed["resumed_from"] == 6
+    assert resumed["loss"] == full["loss"]
+    assert resumed["lr"] == full["lr"]
+    assert resumed["grad_norm"] == full["grad_norm"]
+
+
+def test_resume_with_an_iterable_and_accumulation(tmp_path):
+    data = [regression_batch(i, n=4) for i in range(5)]  # cycled: 10 steps x 2 micro-batches = 4 epochs
+    cfg = dict(lr=1e-2, progress=False, grad_accum_steps=2, checkpoint_every=4)
+    full = fit(make_model(), mse, data, TrainConfig(steps=10, checkpoint_dir=tmp_path / "a", **cfg))
+    fit(make_model(), mse, data, TrainConfig(steps=4, checkpoint_dir=tmp_path / "b", **cfg))
+    resumed = fit(make_model(), mse, data, TrainConfig(steps=10, checkpoint_dir=tmp_path / "b", **cfg), resume=True)
+    assert resumed["resumed_from"] == 4 and resumed["loss"] == full["loss"]
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path):
+    h = fit(make_model(), mse, regression_batch,
+            TrainConfig(steps=2, progress=False, checkpoint_dir=tmp_path), resume=True)
+    assert h["resumed_from"] is None and len(h["loss"]) == 2
+
+
+def test_grad_accumulation_equals_full_batch():
+    full, accum = make_model(), make_model()
+    fit(full, mse, lambda i: regression_batch(i, n=8), TrainConfig(steps=5, lr=1e-2, progress=False))
+
+    def half(i):  # micro-batch i = half i % 2 of full batch i // 2
+        x, y = regression_batch(i // 2, n=8)
+        s = slice(0, 4) if i % 2 == 0 else slice(4, 8)
+        return x[s], y[s]
+    fit(accum, mse, half, TrainConfig(steps=5, lr=1e-2, grad_accum_steps=2, progress=False))
+    for a, b in zip(full.parameters(), accum.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_bounds_the_update():
+    model = make_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    h = fit(model, lambda m, b: 1000 * mse(m, b), regression_batch,
+            TrainConfig(steps=1, clip_grad_norm=0.5, progress=False), optimizer=opt)
+    assert h["grad_norm"][0] > 0.5  # the recorded norm is before clipping
+    step = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert float(step.norm()) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_bf16_autocast_runs_on_cpu():
+    model = make_model()
+    seen = []
+
+    def loss_fn(m, batch):
+        out = m(batch[0])
+        seen.append(out.dtype)
+        return ((out.float() - batch[1]) ** 2).mean()
+    h = fit(model, loss_fn, regression_batch, TrainConfig(steps=30, lr=1e-2, amp="bf16", progress=False))
+    assert seen[0] == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert h["loss"][-1] < h["loss"][0]
+
+
+def test_fp16_on_cpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        fit(make_model(), mse, regression_batch, TrainConfig(steps=1, amp="fp16", progress=False))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_with_grad_scaler_on_gpu(tmp_path):
+    model = make_model().cuda()
+    h = fit(model, lambda m, b: mse(m, [t.cuda() for t in b]), regression_batch,
+            TrainConfig(steps=30, lr=1e-2, amp="fp16", progress=False, checkpoint_dir=tmp_path, checkpoint_every=10))
+    assert h["loss"][-1] < h["loss"][0]
+    assert load_checkpoint(checkpoint_path(TrainConfig(checkpoint_dir=tmp_path)))["scaler"]["scale"] > 0
+
+
+def test_bad_configs_and_inputs():
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        TrainConfig(checkpoint_every=5)
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        TrainConfig(grad_accum_steps=0)
+    frozen = make_model().requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        fit(frozen, mse, regression_batch, TrainConfig(steps=1, progress=False))
+    with pytest.raises(FloatingPointError, match="nan"):
+        fit(make_model(), lambda m, b: mse(m, b) * float("nan"), regression_batch, TrainConfig(steps=1, progress=False))
+    with pytest.raises(RuntimeError, match="ran out"):
+        fit(make_model(), mse, (regression_batch(i) for i in range(2)), TrainConfig(steps=3, progress=False))
+
+
+def test_checkpoint_roundtrip_keeps_structure(tmp_path):
+    state = {"w": torch.arange(6.0).reshape(2, 3), "opt": {0: {"exp_avg": torch.ones(2), "step": 3}},
+             "betas": (0.9, 0.999), "names": ["a", None], "inf": float("inf")}
+    save_checkpoint(tmp_path / "c.safetensors", state)
+    back = load_checkpoint(tmp_path / "c.safetensors")
+    torch.testing.assert_close(back["w"], state["w"])
+    assert back["opt"][0]["step"] == 3 and back["betas"] == (0.9, 0.999) and back["names"] == ["a", None]
+    assert back["inf"] == float("inf")
+    with pytest.raises(CheckpointError, match="object"):
+        save_checkpoint(tmp_path / "d.safetensors", {"f": object()})
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": torch.randn(100)})
+    data = path.read_bytes()
+    for cut in (len(data) - 7, 30, 3):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="c.safetensors.*truncated or corrupt"):
+            load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": torch.ones(4)})
+
+    def dies_halfway(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 10)
+        raise OSError("disk full")
+    monkeypatch.setattr(checkpoint, "save_file", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"w": torch.zeros(4)})
+    torch.testing.assert_close(load_checkpoint(path)["w"], torch.ones(4))
+    assert os.listdir(tmp_path) == ["c.safetensors"]  # no temporary file left behind
