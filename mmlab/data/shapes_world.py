@@ -113,8 +113,8 @@ class ShapesWorld(Dataset):
         _check_int("video_frames", video_frames, 0, 1024)
         if isinstance(audio_seconds, bool) or not isinstance(audio_seconds, (int, float)):
             raise ValueError(f"audio_seconds must be a number, got {audio_seconds!r}")
-        if not (math.isfinite(audio_seconds) and 0 < audio_seconds <= 60):
-            raise ValueError(f"audio_seconds must be finite and in (0, 60], got {audio_seconds!r}")
+        if not (math.isfinite(audio_seconds) and 0 < audio_seconds <= 10):
+            raise ValueError(f"audio_seconds must be finite and in (0, 10], got {audio_seconds!r}")
         if not isinstance(with_audio, bool):
             raise ValueError(f"with_audio must be a bool, got {with_audio!r}")
         self.split, self.size, self.seed = split, int(size), int(seed)
@@ -178,7 +178,8 @@ class ShapesWorld(Dataset):
         p["cy"] = margin + (s - 2 * margin) * rnd.uniform(keys, _S.CY)
         jitter = 0.08 * (rnd.uniform(keys, _S.JITTER, 3) - 0.5)  # (B, 3)
         p["rgb"] = np.clip(BASE_RGB[p["color"]] + jitter, 0.0, 1.0)
-        p["background"] = 0.12 + 0.16 * rnd.uniform(keys, _S.BG)[:, None] + 0.04 * (rnd.uniform(keys, _S.BG_TINT, 3) - 0.5)
+        tint = 0.04 * (rnd.uniform(keys, _S.BG_TINT, 3) - 0.5)  # (B, 3)
+        p["background"] = 0.12 + 0.16 * rnd.uniform(keys, _S.BG)[:, None] + tint
         p["bg_noise"] = rnd.integers(keys, _S.BG_NOISE, NOISE_OFFSETS)
         p["tone"] = tone_index(p["shape"], p["color"], rnd.integers(keys, _S.DETUNE, len(DETUNE)))
         p["phase"] = rnd.integers(keys, _S.PHASE, max_period(self.sample_rate))
