@@ -1,0 +1,92 @@
+"""Linear probes on frozen embeddings, and a classifier head on top of any encoder (for LoRA or full
+fine-tuning with a gradient)."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmlab.evaluate import linear_probe_accuracy
+
+
+def _slice(inputs: Any, start: int, stop: int) -> Any:
+    if isinstance(inputs, Mapping):
+        return {k: _slice(v, start, stop) for k, v in inputs.items()}
+    return inputs[start:stop]
+
+
+def _length(inputs: Any) -> int:
+    if isinstance(inputs, Mapping):
+        lengths = {len(v) for v in inputs.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"the inputs' entries have different lengths {sorted(lengths)}")
+        return lengths.pop()
+    return len(inputs)
+
+
+@torch.no_grad()
+def extract_features(encode: Callable[[Any], Tensor], inputs: Any, batch_size: int = 256) -> Tensor:
+    """encode(batch) -> (b, D) over `inputs` (a tensor, a list, or a dict of equally long tensors) in
+    batches, with gradients off. Returns (N, D) float32 on the CPU. Put the model in eval mode first."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    n = _length(inputs)
+    if n == 0:
+        raise ValueError("no inputs to encode")
+    chunks = []
+    for start in range(0, n, batch_size):
+        z = encode(_slice(inputs, start, min(start + batch_size, n)))
+        if not isinstance(z, Tensor) or z.ndim != 2:
+            raise ValueError(f"encode must return (B, D) features, got {tuple(getattr(z, 'shape', ()))}")
+        chunks.append(z.detach().float().cpu())
+    return torch.cat(chunks)  # (N, D)
+
+
+def linear_probe(encode: Callable[[Any], Tensor], train_inputs: Any, train_labels: Tensor | Sequence[int],
+                 test_inputs: Any, test_labels: Tensor | Sequence[int], C: float = 1.0, max_iter: int = 1000,
+                 batch_size: int = 256) -> float:
+    """Accuracy of a logistic regression (scikit-learn) on frozen features: the encoder does not change."""
+    xtr = extract_features(encode, train_inputs, batch_size)
+    xte = extract_features(encode, test_inputs, batch_size)
+    return linear_probe_accuracy(xtr, train_labels, xte, test_labels, C=C, max_iter=max_iter)
+
+
+class Classifier(nn.Module):
+    """A linear head on an encoder: logits = head(encode(x)). `encode` names a method of `backbone`
+    (e.g. "encode_image" of a DualEncoder; default: its forward). The backbone is kept as it is, so after
+    fine-tuning it can still be used (and measured) for its original task."""
+
+    def __init__(self, backbone: nn.Module, in_dim: int, num_classes: int, encode: str | None = None):
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        if encode is not None and not callable(getattr(backbone, encode, None)):
+            raise AttributeError(f"{type(backbone).__name__} has no method {encode!r}")
+        self.backbone, self.encode = backbone, encode
+        self.head = nn.Linear(in_dim, num_classes)
+
+    def features(self, x: Any) -> Tensor:
+        z = getattr(self.backbone, self.encode)(x) if self.encode else self.backbone(x)
+        if z.ndim != 2 or z.shape[1] != self.head.in_features:
+            raise ValueError(f"the backbone gave features {tuple(z.shape)}; the head expects (B, {self.head.in_features})")
+        return z  # (B, D)
+
+    def forward(self, x: Any) -> Tensor:
+        return self.head(self.features(x))  # (B, num_classes)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, inputs: Any, labels: Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a classifier's logits over `inputs` (eval mode, no gradients; mode restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = extract_features(model, inputs, batch_size)  # (N, C)
+    finally:
+        model.train(was_training)
+    labels = torch.as_tensor(labels).cpu()
+    if labels.shape != (len(logits),):
+        raise ValueError(f"labels must have shape ({len(logits)},), got {tuple(labels.shape)}")
+    return float((logits.argmax(dim=1) == labels).float().mean())
