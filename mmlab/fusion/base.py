@@ -11,6 +11,8 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from mmlab.encoders.layers import TransformerBlock, masked_mean
+
 Tokens = Mapping[str, Tensor]
 Masks = Mapping[str, Tensor]
 
@@ -84,12 +86,6 @@ class Fusion(nn.Module):
         return dict(tokens), out_masks
 
 
-def masked_mean(x: Tensor, keep: Tensor) -> Tensor:
-    """Mean over kept tokens: (B, N, D), (B, N) bool -> (B, D)."""
-    weights = keep.to(x.dtype).unsqueeze(-1)  # (B, N, 1)
-    return (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-
-
 def drop_modality(tokens: Tokens, name: str) -> dict[str, Tensor]:
     """A copy of `tokens` with modality `name` replaced by zeros (same shape)."""
     if name not in tokens:
@@ -117,14 +113,9 @@ def modality_dropout(tokens: Tokens, p: float, generator: torch.Generator | None
     return {m: tokens[m] * (~drop[:, i]).to(tokens[m].dtype)[:, None, None] for i, m in enumerate(names)}
 
 
-def self_attention_layer(width: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0) -> nn.TransformerEncoderLayer:
-    """A pre-norm transformer layer (self-attention + GELU MLP), batch first."""
-    if width % heads:
-        raise ValueError(f"width {width} must be divisible by heads {heads}")
-    return nn.TransformerEncoderLayer(
-        width, heads, dim_feedforward=mlp_ratio * width, dropout=dropout,
-        activation="gelu", batch_first=True, norm_first=True,
-    )
+def self_attention_layer(width: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0) -> TransformerBlock:
+    """The shared pre-norm transformer block (mmlab.encoders.layers); call it as `layer(x, keep_mask)`."""
+    return TransformerBlock(width, heads, mlp_ratio * width, dropout=dropout)
 
 
 def feed_forward(width: int, mlp_ratio: int = 2, dropout: float = 0.0) -> nn.Sequential:

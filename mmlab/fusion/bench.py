@@ -63,6 +63,7 @@ class BenchConfig:
     budget_s: float | None = None  # optional wall-clock cap per training run
     latency_batch: int = 64
     latency_repeats: int = 15
+    threads: int | None = 1  # torch CPU threads while benchmarking (tiny models: 1 is fastest on a busy CPU)
     progress: bool = True
 
 
@@ -158,6 +159,8 @@ def train(task: Task, variant: Variant, seed: int, config: BenchConfig, dropout_
     torch.manual_seed(seed)
     model = FusionModel(task, variant.fusion, variant.modalities, width=config.width, **variant.options)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # cosine decay to 0 over the run
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     model.train()
@@ -168,6 +171,7 @@ def train(task: Task, variant: Variant, seed: int, config: BenchConfig, dropout_
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         if config.budget_s is not None and time.perf_counter() - start > config.budget_s:
             break
     return model, time.perf_counter() - start
@@ -214,13 +218,23 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def run_bench(variants: Sequence[Variant | str] | None = None, config: BenchConfig | None = None,
               task: Task | None = None, command: str = "") -> Leaderboard:
     """Train every variant at every seed and modality-dropout setting; aggregate into a leaderboard."""
-    from tqdm.auto import tqdm
-
     config = config or BenchConfig()
     task = task or load_task(config.task)
     variants = default_variants(task) if variants is None else [v if isinstance(v, Variant) else parse_variant(v) for v in variants]
     if not variants or not config.seeds or config.steps <= 0:
         raise ValueError("need at least one variant, one seed and steps > 0")
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(variants, config, task, command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(variants: list[Variant], config: BenchConfig, task: Task, command: str) -> Leaderboard:
+    from tqdm.auto import tqdm
+
     jobs = [(v, p, s) for v in variants for p in config.dropout_ps
             if not (p > 0 and len(v.modalities or task.modalities) < 2) for s in config.seeds]
     runs, cost = [], {}
@@ -305,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="modality-dropout probabilities to train with")
     parser.add_argument("--noise", type=float, default=1.0, help="test-time noise std (standardised features)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the single-modality baselines")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for tiny models)")
     parser.add_argument("--out", type=Path, default=Path("fusion_leaderboard"),
                         help="output prefix: writes OUT.md and OUT.csv")
     parser.add_argument("--no-progress", action="store_true")
@@ -317,11 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.seeds < 1 or args.steps < 1:
         raise SystemExit("--seeds and --steps must be >= 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = BenchConfig(task=args.task, seeds=tuple(range(args.seeds)), steps=args.steps, batch_size=args.batch_size,
                          lr=args.lr, width=args.width, dropout_ps=tuple(args.dropout), noise=args.noise,
-                         budget_s=args.budget, progress=not args.no_progress)
+                         budget_s=args.budget, threads=args.threads, progress=not args.no_progress)
     task = load_task(args.task)
     variants = [parse_variant(s) for s in args.names] if args.names else None
     if variants is not None and not args.no_baselines:

@@ -36,8 +36,8 @@ class BottleneckFusion(Fusion):
             for m in self.modalities:
                 n = streams[m].shape[1]
                 seq = torch.cat([streams[m], b], dim=1)  # (B, N_m + n_bottleneck, W)
-                pad = ~torch.cat([masks[m], masks[m].new_ones(batch, b.shape[1])], dim=1)
-                out = self.layers[m][i](seq, src_key_padding_mask=pad)
+                keep = torch.cat([masks[m], masks[m].new_ones(batch, b.shape[1])], dim=1)
+                out = self.layers[m][i](seq, keep)
                 streams[m] = out[:, :n]
                 updates.append(out[:, n:])
             b = torch.stack(updates).mean(0)  # (B, n_bottleneck, W)

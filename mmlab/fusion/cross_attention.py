@@ -8,28 +8,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mmlab.fusion.base import Fusion, Projections, classifier_head, feed_forward, masked_mean, pick_modality
+from mmlab.encoders.layers import CrossAttentionBlock, MultiHeadSelfAttention
+from mmlab.fusion.base import Fusion, Projections, classifier_head, masked_mean, pick_modality
 from mmlab.fusion.registry import register_fusion
 
 
 class CrossAttentionLayer(nn.Module):
-    """Pre-norm self-attention, cross-attention and MLP, each residual."""
+    """Pre-norm self-attention, then the shared cross-attention + MLP block, each residual."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: int = 2, dropout: float = 0.0):
         super().__init__()
         self.norm_self = nn.LayerNorm(width)
-        self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.norm_query = nn.LayerNorm(width)
-        self.norm_context = nn.LayerNorm(width)
-        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.ffn = feed_forward(width, mlp_ratio, dropout)
+        self.self_attn = MultiHeadSelfAttention(width, heads, dropout=dropout)
+        self.cross = CrossAttentionBlock(width, heads, mlp_ratio * width, dropout=dropout)
 
     def forward(self, x: Tensor, x_keep: Tensor, context: Tensor, context_keep: Tensor) -> Tensor:
-        h = self.norm_self(x)
-        x = x + self.self_attn(h, h, h, key_padding_mask=~x_keep, need_weights=False)[0]
-        c = self.norm_context(context)
-        x = x + self.cross_attn(self.norm_query(x), c, c, key_padding_mask=~context_keep, need_weights=False)[0]
-        return x + self.ffn(x)  # (B, N_q, width)
+        x = x + self.self_attn(self.norm_self(x), x_keep)
+        return self.cross(x, context, context_keep)  # (B, N_q, width)
 
 
 def split_query_context(fusion: Fusion, tokens: dict, masks: dict, query: str):

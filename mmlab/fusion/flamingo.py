@@ -35,7 +35,7 @@ class GatedCrossAttentionLayer(nn.Module):
         attended = self.cross_attn(self.norm_query(x), c, c, key_padding_mask=~context_keep, need_weights=False)[0]
         x = x + torch.tanh(self.attn_gate) * attended
         x = x + torch.tanh(self.ffn_gate) * self.ffn(x)
-        return self.self_layer(x, src_key_padding_mask=~x_keep)  # (B, N_q, width)
+        return self.self_layer(x, x_keep)  # (B, N_q, width)
 
 
 @register_fusion("flamingo")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmlab.fusion.base import Fusion, Projections, classifier_head, feed_forward, self_attention_layer
+from mmlab.encoders.layers import CrossAttentionBlock
+from mmlab.fusion.base import Fusion, Projections, classifier_head, self_attention_layer
 from mmlab.fusion.registry import register_fusion
 
 
@@ -19,20 +20,15 @@ class PerceiverFusion(Fusion):
         super().__init__(input_dims, output_dim)
         self.project = Projections(self.input_dims, width)
         self.latents = nn.Parameter(0.02 * torch.randn(1, n_latents, width))
-        self.norm_latents = nn.LayerNorm(width)
-        self.norm_inputs = nn.LayerNorm(width)
-        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.cross_ffn = feed_forward(width, mlp_ratio, dropout)
+        self.cross = CrossAttentionBlock(width, heads, mlp_ratio * width, dropout=dropout)
         self.layers = nn.ModuleList(self_attention_layer(width, heads, mlp_ratio, dropout) for _ in range(depth))
         self.head = classifier_head(width, output_dim)
 
     def forward(self, tokens, masks=None):
         tokens, masks = self.check_inputs(tokens, masks)
-        inputs = self.norm_inputs(torch.cat([self.project(m, tokens[m]) for m in self.modalities], dim=1))  # (B, N, W)
-        pad = ~torch.cat([masks[m] for m in self.modalities], dim=1)  # (B, N)
-        z = self.latents.expand(inputs.shape[0], -1, -1)  # (B, L, W)
-        z = z + self.cross_attn(self.norm_latents(z), inputs, inputs, key_padding_mask=pad, need_weights=False)[0]
-        z = z + self.cross_ffn(z)
+        inputs = torch.cat([self.project(m, tokens[m]) for m in self.modalities], dim=1)  # (B, N, W)
+        keep = torch.cat([masks[m] for m in self.modalities], dim=1)  # (B, N)
+        z = self.cross(self.latents.expand(inputs.shape[0], -1, -1), inputs, keep)  # (B, L, W)
         for layer in self.layers:
             z = layer(z)
         return self.head(z.mean(1))  # (B, output_dim)

@@ -26,7 +26,7 @@ class SingleStreamFusion(Fusion):
         seq = [self.cls.expand(batch, -1, -1)] + [self.project(m, tokens[m]) for m in self.modalities]
         keep = [masks[self.modalities[0]].new_ones(batch, 1)] + [masks[m] for m in self.modalities]
         x = torch.cat(seq, dim=1)  # (B, 1 + sum N_m, width)
-        pad = ~torch.cat(keep, dim=1)  # (B, 1 + sum N_m), True = ignore
+        keep = torch.cat(keep, dim=1)  # (B, 1 + sum N_m)
         for layer in self.layers:
-            x = layer(x, src_key_padding_mask=pad)
+            x = layer(x, keep)
         return self.head(x[:, 0])  # (B, output_dim)

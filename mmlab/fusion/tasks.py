@@ -52,8 +52,8 @@ class Task:
 
 @dataclass(frozen=True)
 class AVDigitsConfig:
-    image_noise: float = 0.45
-    audio_noise: float = 0.6
+    image_noise: float = 0.3  # std on [0, 1] pixels
+    audio_noise: float = 3.0  # std relative to the clip's RMS (about -10 dB SNR)
     patch_size: int = 2
     n_mels: int = 32
     audio_tokens: int = 16
