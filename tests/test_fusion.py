@@ -16,6 +16,15 @@ BUILTIN = [
 GRAD_OPTIONS = {"flamingo": {"gate_init": 0.5}}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids thread contention on a busy CPU (5x faster here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_tokens(batch=3, n_image=7, n_text=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {"image": torch.randn(batch, n_image, 12, generator=g), "text": torch.randn(batch, n_text, 8, generator=g)}
