@@ -12,7 +12,9 @@ from mmlab.finetune import (
     extract_features,
     linear_probe,
     lock_tower,
+    probe_head,
     set_trainable,
+    training_memory,
 )
 from mmlab.train import TrainConfig, fit
 
@@ -110,3 +112,39 @@ def test_lora_plus_new_head_trains_only_adapters_and_head():
     trainable = {n for n, p in clf.named_parameters() if p.requires_grad}
     assert trainable == {"backbone.image_encoder.0.lora_A", "backbone.image_encoder.0.lora_B",
                          "backbone.image_proj.lora_A", "backbone.image_proj.lora_B", "head.weight", "head.bias"}
+
+
+def test_probe_head_equals_the_sklearn_probe():
+    xtr, ytr = blobs(300, 0)
+    xte, yte = blobs(150, 1)
+    xtr, xte = xtr * 5 + 2, xte * 5 + 2  # unstandardised features: the head folds the scaler in
+    for k in (3, 2):
+        keep_tr, keep_te = ytr < k, yte < k
+        head = probe_head(xtr[keep_tr], ytr[keep_tr])
+        assert head.out_features == k
+        acc = float((head(xte[keep_te]).argmax(dim=1) == yte[keep_te]).float().mean())
+        assert acc == pytest.approx(linear_probe_accuracy(xtr[keep_tr], ytr[keep_tr], xte[keep_te], yte[keep_te]))
+    with pytest.raises(ValueError, match="0..K-1"):
+        probe_head(xtr, ytr + 1)
+    with pytest.raises(ValueError, match="NaN"):
+        probe_head(xtr * float("nan"), ytr)
+    with pytest.raises(ValueError, match="head maps 8 -> 3"):
+        Classifier(nn.Identity(), 8, 4, head=probe_head(xtr, ytr))
+
+
+def test_training_memory_counts_what_trains():
+    model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 3))
+    x = torch.randn(8, 10)
+    loss = lambda m, b: m(b).sum()  # noqa: E731
+    full = training_memory(model, loss, x)
+    n_params = 10 * 20 + 20 + 20 * 3 + 3
+    assert full["weights"] == full["gradients"] == 4 * n_params and full["optimizer"] == 8 * n_params
+    # saved for backward: the input x (8x10) for layer 0's weight grad, the ReLU output (8x20) for
+    # the ReLU and layer 2; parameters are not counted again
+    assert full["activations"] == 4 * (8 * 10 + 8 * 20)
+    model[0].requires_grad_(False)  # nothing before layer 2 needs a gradient now
+    top = training_memory(model, loss, x)
+    assert top["gradients"] == 4 * (20 * 3 + 3) and top["activations"] == 4 * 8 * 20
+    model.requires_grad_(False)
+    assert training_memory(model, loss, x)["activations"] == 0
+    assert top["total"] == sum(v for k, v in top.items() if k != "total")

@@ -10,7 +10,8 @@ from mmlab.finetune.lora import (
     remove_lora,
     unmerge_lora,
 )
-from mmlab.finetune.probe import Classifier, accuracy, extract_features, linear_probe
+from mmlab.finetune.memory import saved_activation_bytes, training_memory
+from mmlab.finetune.probe import Classifier, accuracy, extract_features, linear_probe, probe_head
 
 __all__ = [
     "Classifier",
@@ -26,8 +27,11 @@ __all__ = [
     "lora_layers",
     "lora_state_dict",
     "merge_lora",
+    "probe_head",
     "remove_lora",
+    "saved_activation_bytes",
     "set_trainable",
+    "training_memory",
     "unfreeze",
     "unmerge_lora",
 ]

@@ -53,19 +53,51 @@ def linear_probe(encode: Callable[[Any], Tensor], train_inputs: Any, train_label
     return linear_probe_accuracy(xtr, train_labels, xte, test_labels, C=C, max_iter=max_iter)
 
 
+def probe_head(features: Tensor, labels: Tensor | Sequence[int], C: float = 1.0, max_iter: int = 1000) -> nn.Linear:
+    """An nn.Linear equal to a logistic regression fitted on standardised `features` (N, D), with the
+    standardisation folded into its weights: a head to start fine-tuning from ("linear probe, then
+    fine-tune", Kumar et al., 2022), or to use as the probe itself."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = features.detach().double().cpu()
+    y = torch.as_tensor(labels).cpu()
+    if x.ndim != 2 or y.shape != (len(x),):
+        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("features contain NaN or inf")
+    classes = torch.unique(y)
+    if len(classes) < 2 or not torch.equal(classes, torch.arange(len(classes))):
+        raise ValueError(f"labels must be 0..K-1 with K >= 2 all present, got classes {classes.tolist()}")
+    mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False).clamp_min(1e-12)
+    clf = LogisticRegression(C=C, max_iter=max_iter).fit(((x - mean) / std).numpy(), y.numpy())
+    w = torch.from_numpy(clf.coef_) / std  # (K, D), or (1, D) for two classes
+    b = torch.from_numpy(clf.intercept_) - w @ mean
+    if len(classes) == 2:  # sklearn keeps one logit for binary problems: logits (-z/2, z/2) give the same softmax
+        w, b = torch.cat([-w / 2, w / 2]), torch.cat([-b / 2, b / 2])
+    head = nn.Linear(x.shape[1], len(classes))
+    with torch.no_grad():
+        head.weight.copy_(w.float())
+        head.bias.copy_(b.float())
+    return head
+
+
 class Classifier(nn.Module):
     """A linear head on an encoder: logits = head(encode(x)). `encode` names a method of `backbone`
-    (e.g. "encode_image" of a DualEncoder; default: its forward). The backbone is kept as it is, so after
-    fine-tuning it can still be used (and measured) for its original task."""
+    (e.g. "pooled" of an encoder; default: its forward); `head` may be given (e.g. from `probe_head`).
+    The backbone is kept as it is, so after fine-tuning it can still be used (and measured) for its
+    original task."""
 
-    def __init__(self, backbone: nn.Module, in_dim: int, num_classes: int, encode: str | None = None):
+    def __init__(self, backbone: nn.Module, in_dim: int, num_classes: int, encode: str | None = None,
+                 head: nn.Linear | None = None):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         if encode is not None and not callable(getattr(backbone, encode, None)):
             raise AttributeError(f"{type(backbone).__name__} has no method {encode!r}")
         self.backbone, self.encode = backbone, encode
-        self.head = nn.Linear(in_dim, num_classes)
+        if head is not None and (head.in_features, head.out_features) != (in_dim, num_classes):
+            raise ValueError(f"head maps {head.in_features} -> {head.out_features}, expected {in_dim} -> {num_classes}")
+        self.head = head if head is not None else nn.Linear(in_dim, num_classes)
 
     def features(self, x: Any) -> Tensor:
         z = getattr(self.backbone, self.encode)(x) if self.encode else self.backbone(x)
