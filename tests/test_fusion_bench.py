@@ -108,3 +108,13 @@ def test_noise_touches_only_one_modality():
     out = noised(split, "image", 1.0, g)
     assert torch.equal(out.features["text"], split.features["text"])
     assert not torch.equal(out.features["image"], split.features["image"])
+
+
+def test_cli_two_tasks_merge_into_one_csv_and_markdown(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "load_task", lambda name: synthetic_task())
+    out = tmp_path / "both"
+    bench.main(["--task", "avdigits", "vqa", "--names", "early", "--no-baselines", "--seeds", "1", "--steps", "1",
+                "--batch-size", "4", "--dropout", "0", "--no-progress", "--out", str(out)])
+    rows = list(csv.DictReader(open(tmp_path / "both.csv")))
+    assert len(rows) == 2 and {r["fusion"] for r in rows} == {"early"}
+    assert (tmp_path / "both.md").read_text().count("## Fusion leaderboard") == 2

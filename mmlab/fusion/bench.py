@@ -55,7 +55,7 @@ class BenchConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 150
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 5e-3  # peak; cosine decay to 0
     weight_decay: float = 0.01
     width: int = 32  # token width of the modality encoders
     dropout_ps: tuple[float, ...] = (0.0, 0.3)  # modality-dropout probabilities to train with
@@ -115,6 +115,32 @@ class Leaderboard:
         md.write_text(self.to_markdown())
         cs.write_text(self.to_csv())
         return md, cs
+
+
+class MultiTaskLeaderboard(Leaderboard):
+    """Several tasks' leaderboards: one CSV (a `task` column) and one markdown section per task."""
+
+    def __init__(self, boards: list[Leaderboard]):
+        super().__init__([r for b in boards for r in b.rows], [r for b in boards for r in b.runs],
+                         {"tasks": [b.meta["task"] for b in boards]})
+        self.boards = boards
+
+    def to_csv(self) -> str:
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", restval="")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return buf.getvalue()
+
+    def to_markdown(self, latency: bool = True) -> str:
+        return "\n".join(b.to_markdown(latency).replace("# Fusion leaderboard", "## Fusion leaderboard", 1)
+                         for b in self.boards)
+
+
+def merge_leaderboards(boards: list[Leaderboard]) -> Leaderboard:
+    """Combine per-task leaderboards (e.g. from `--task avdigits vqa`)."""
+    return MultiTaskLeaderboard(boards)
 
 
 def parse_variant(spec: str) -> Variant:
@@ -308,12 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--names", nargs="+", default=None,
                         help="fusions to compare, e.g. early late:combine=learned (default: all registered)")
-    parser.add_argument("--task", choices=TASKS, default="avdigits")
+    parser.add_argument("--task", choices=TASKS, nargs="+", default=["avdigits"], help="one or more tasks")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ..., N-1)")
     parser.add_argument("--steps", type=int, default=150, help="training steps per run")
     parser.add_argument("--budget", type=float, default=None, help="optional cap in seconds per training run")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (cosine decay)")
     parser.add_argument("--width", type=int, default=32, help="token width of the modality encoders")
     parser.add_argument("--dropout", type=float, nargs="+", default=[0.0, 0.3],
                         help="modality-dropout probabilities to train with")
@@ -331,16 +357,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.seeds < 1 or args.steps < 1:
         raise SystemExit("--seeds and --steps must be >= 1")
-    config = BenchConfig(task=args.task, seeds=tuple(range(args.seeds)), steps=args.steps, batch_size=args.batch_size,
-                         lr=args.lr, width=args.width, dropout_ps=tuple(args.dropout), noise=args.noise,
-                         budget_s=args.budget, threads=args.threads, progress=not args.no_progress)
-    task = load_task(args.task)
-    variants = [parse_variant(s) for s in args.names] if args.names else None
-    if variants is not None and not args.no_baselines:
-        variants = default_variants(task, baselines=True)[: len(task.modalities)] + variants
-    elif variants is None:
+    command = shlex.join(["python", "-m", "mmlab", "fusion-bench", *argv])
+    boards = []
+    for task_name in args.task:
+        config = BenchConfig(task=task_name, seeds=tuple(range(args.seeds)), steps=args.steps,
+                             batch_size=args.batch_size, lr=args.lr, width=args.width, dropout_ps=tuple(args.dropout),
+                             noise=args.noise, budget_s=args.budget, threads=args.threads,
+                             progress=not args.no_progress)
+        task = load_task(task_name)
         variants = default_variants(task, baselines=not args.no_baselines)
-    board = run_bench(variants, config, task, command=shlex.join(["python", "-m", "mmlab", "fusion-bench", *argv]))
+        if args.names:
+            variants = variants[: 0 if args.no_baselines else len(task.modalities)] + [parse_variant(s) for s in args.names]
+        boards.append(run_bench(variants, config, task, command=command))
+    board = boards[0] if len(boards) == 1 else merge_leaderboards(boards)
     md, cs = board.save(args.out)
     print(board.to_markdown())
     print(f"wrote {md} and {cs}")

@@ -63,7 +63,7 @@ class AVDigitsConfig:
 @dataclass(frozen=True)
 class VQAConfig:
     train_size: int = 2000
-    test_size: int = 500
+    test_size: int = 400
     image_size: int = 32
     patch_size: int = 8
     seed: int = 0
@@ -78,9 +78,10 @@ def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
 
 def _audio_tokens(audio: Tensor, config: AVDigitsConfig) -> Tensor:
     from mmlab.data.av_digits import SAMPLE_RATE
-    from mmlab.preprocess.audio import log_mel
+    from mmlab.preprocess.audio import mel_spectrogram
 
-    mel = log_mel(audio, SAMPLE_RATE, n_mels=config.n_mels)  # (N, n_mels, frames)
+    mel = mel_spectrogram(audio, SAMPLE_RATE, n_mels=config.n_mels)  # (N, n_mels, frames)
+    mel = 10.0 * torch.log10(mel.clamp_min(1e-10))  # dB
     mel = nn.functional.adaptive_avg_pool1d(mel, config.audio_tokens)  # (N, n_mels, audio_tokens)
     return mel.transpose(1, 2).contiguous()  # (N, audio_tokens, n_mels)
 
