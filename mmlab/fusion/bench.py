@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 import platform
 import shlex
 import statistics
@@ -237,6 +238,16 @@ def default_variants(task: Task, baselines: bool = True) -> list[Variant]:
     return variants
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -299,7 +310,7 @@ def _run(variants: list[Variant], config: BenchConfig, task: Task, command: str)
             "noise": config.noise, "test_size": len(task.test), "num_classes": task.num_classes,
             "latency_batch": config.latency_batch, "latency_repeats": config.latency_repeats,
             "threads": torch.get_num_threads(), "command": command or "mmlab.fusion.bench.run_bench(...)",
-            "machine": f"{platform.machine()} {platform.processor() or platform.system()}, "
+            "machine": f"{_cpu_name()} ({platform.system()} {platform.machine()}, {os.cpu_count()} cores), "
                        f"{torch.get_num_threads()} torch threads",
             "versions": f"python {platform.python_version()}, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
