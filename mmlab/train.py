@@ -194,6 +194,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: 
         scheduler: Any | None = None, resume: bool = False) -> dict[str, Any]:
     """Train `model` for `config.steps` optimizer steps; return the history.
 
+    Seeds Python, NumPy and torch with `config.seed` first (dropout and any random batches repeat).
+    Batches go to `loss_fn` as they come: move them to the model's device there (or in `batches`).
     Default optimizer: AdamW(lr, weight_decay) over the parameters that require grad. `scheduler` is
     stepped once per optimizer step. With `resume=True` the latest checkpoint in `config.checkpoint_dir`
     (if there is one) is loaded and training continues from its step. History: per step "loss" (mean

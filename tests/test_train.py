@@ -179,6 +179,15 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
+def test_resume_from_a_truncated_checkpoint_names_the_file(tmp_path):
+    cfg = TrainConfig(steps=2, progress=False, checkpoint_dir=tmp_path, checkpoint_every=1)
+    fit(make_model(), mse, regression_batch, cfg)
+    path = checkpoint_path(cfg)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="checkpoint.safetensors is truncated or corrupt"):
+        fit(make_model(), mse, regression_batch, cfg, resume=True)
+
+
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, {"w": torch.ones(4)})
