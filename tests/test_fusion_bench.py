@@ -118,3 +118,27 @@ def test_cli_two_tasks_merge_into_one_csv_and_markdown(tmp_path, monkeypatch):
     rows = list(csv.DictReader(open(tmp_path / "both.csv")))
     assert len(rows) == 2 and {r["fusion"] for r in rows} == {"early"}
     assert (tmp_path / "both.md").read_text().count("## Fusion leaderboard") == 2
+
+
+def test_real_tasks_have_the_documented_tokens():
+    from mmlab.data.shapes_world import ANSWERS
+    from mmlab.fusion.tasks import load_task
+
+    vqa = load_task("vqa", train_size=64, test_size=32)
+    assert vqa.modalities == ("image", "text") and vqa.num_classes == len(ANSWERS)
+    assert vqa.train.features["image"].shape == (64, 16, 3 * 8 * 8)
+    ids, keep = vqa.train.features["text"], vqa.train.masks["text"]
+    assert ids.dtype == torch.long and torch.equal(keep, ids != 0) and keep.any(1).all()
+    assert int(ids.max()) < vqa.feature_dims["text"] and len(vqa.test) == 32
+
+    av = load_task("avdigits")
+    assert av.modalities == ("image", "audio") and av.num_classes == 10
+    n = len(av.train)
+    assert av.train.features["image"].shape == (n, 16, 4) and av.train.features["audio"].shape == (n, 16, 32)
+    for m in av.modalities:  # standardised with train statistics
+        x = av.train.features[m]
+        assert torch.isfinite(x).all() and abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.1
+    assert set(av.test.labels.tolist()) == set(range(10))
+    assert load_task("avdigits") is av  # cached
+    with pytest.raises(KeyError, match="available: avdigits, vqa"):
+        load_task("mnist")
