@@ -161,7 +161,8 @@ def parse_variant(spec: str) -> Variant:
     return Variant(name, options)
 
 
-def noised(split: Split, modality: str, level: float, generator: torch.Generator) -> Split:
+def noised(split: Split, modality: str, level: float, generator: torch.Generator,
+           vocab_size: int | None = None) -> Split:
     """A copy of `split` with `modality` noised (floats: + N(0, level^2); word ids: random replacements)."""
     features = dict(split.features)
     x = features[modality]
@@ -169,7 +170,7 @@ def noised(split: Split, modality: str, level: float, generator: torch.Generator
         features[modality] = x + level * torch.randn(x.shape, generator=generator)
     else:
         replace = (torch.rand(x.shape, generator=generator) < WORD_NOISE) & split.masks[modality]
-        random_ids = torch.randint(2, int(x.max()) + 1, x.shape, generator=generator)
+        random_ids = torch.randint(2, vocab_size or int(x.max()) + 1, x.shape, generator=generator)  # 0, 1: pad, unk
         features[modality] = torch.where(replace, random_ids, x)
     return Split(features, split.masks, split.labels)
 
@@ -282,7 +283,7 @@ def _run(variants: list[Variant], config: BenchConfig, task: Task, command: str)
         gen = torch.Generator().manual_seed(10_000 + seed)
         for m in task.modalities:
             run[f"acc_drop_{m}"] = accuracy(model, task.test, drop=(m,))
-            run[f"acc_noise_{m}"] = accuracy(model, noised(task.test, m, config.noise, gen))
+            run[f"acc_noise_{m}"] = accuracy(model, noised(task.test, m, config.noise, gen, task.feature_dims[m]))
         if variant.label not in cost:  # architecture cost does not depend on the seed or training
             cost[variant.label] = {
                 "params": sum(q.numel() for q in model.parameters()),
