@@ -156,3 +156,18 @@ def test_pretrained_minilm_from_transformers():
                                rtol=1e-4, atol=1e-4)
     with pytest.raises(KeyError, match="18 layers already have LoRA adapters"):
         apply_lora(model, ["q_proj"])
+
+
+def test_dual_encoder_projection_and_tower():
+    from mmlab.align.model import DualEncoder
+    from mmlab.encoders import TextConfig, TextTransformer, VisionTransformer, ViTConfig
+    torch.manual_seed(0)
+    model = DualEncoder(VisionTransformer(ViTConfig(dim=32, depth=1, heads=4, image_size=16, patch_size=8)),
+                        TextTransformer(TextConfig(vocab_size=50, max_length=8, dim=32, depth=1, heads=4)), embed_dim=16)
+    images, ids = torch.rand(2, 3, 16, 16), torch.randint(1, 50, (2, 8))
+    expected = model.encode_image(images), model.encode_text(ids)
+    names = apply_lora(model, ["image_proj", "image_encoder.*.mlp.fc1"], rank=2)
+    assert names == ["image_proj", "image_encoder.transformer.blocks.0.mlp.fc1"]
+    torch.testing.assert_close(model.encode_image(images), expected[0])  # .in_features still works for the projection
+    torch.testing.assert_close(model.encode_text(ids), expected[1])
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
