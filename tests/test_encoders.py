@@ -80,6 +80,9 @@ def test_audio_shapes_and_param_count():
     mel = torch.randn(3, 16, 11)
     assert m.forward_mel(mel).shape == (3, 5, 16)
     assert m.pooled_mel(mel).shape == (3, 16)
+    torch.testing.assert_close(m.pooled(mel), m.pooled_mel(mel))  # pooled takes a spectrogram too
+    with pytest.raises(ValueError, match=r"spectrogram must have shape \(B, 16, 11\)"):
+        m.forward_mel(torch.randn(3, 16, 12))
 
 
 def test_audio_from_waveform():

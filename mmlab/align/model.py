@@ -33,7 +33,7 @@ class LearnableTemperature(nn.Module):
         self.log_scale.clamp_(max=self.max_log_scale)
 
     def extra_repr(self) -> str:
-        return f"scale={float(self()):.3f}, max_scale={math.exp(self.max_log_scale):.1f}"
+        return f"scale={float(self().detach()):.3f}, max_scale={math.exp(self.max_log_scale):.1f}"
 
 
 def check_features(features: Tensor, name: str) -> Tensor:
@@ -54,8 +54,8 @@ def contrastive_loss(kind: str, a: Tensor, b: Tensor, logit_scale: Tensor, logit
         raise ValueError(f"batch mismatch: {a.shape[0]} vs {b.shape[0]} features")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"width mismatch: {a.shape[1]} vs {b.shape[1]}")
-    if not float(logit_scale) > 0:
-        raise ValueError(f"logit_scale must be positive, got {float(logit_scale)}")
+    if not float(logit_scale.detach()) > 0:
+        raise ValueError(f"logit_scale must be positive, got {float(logit_scale.detach())}")
     try:
         from mmlab import kernels as impl
         fn = getattr(impl, "info_nce" if kind == "info_nce" else "siglip_loss")

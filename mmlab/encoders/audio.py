@@ -56,9 +56,11 @@ class AudioTransformer(nn.Module):
         """(B, T) -> (B, 1 + N, D)."""
         return self.forward_mel(self.spectrogram(waveform), return_attention)
 
-    def pooled(self, waveform: Tensor) -> Tensor:
-        """(B, T) -> (B, D): the CLS token."""
-        return self(waveform)[:, 0]
+    def pooled(self, audio: Tensor) -> Tensor:
+        """(B, T) waveform or (B, n_mels, frames) precomputed spectrogram -> (B, D): the CLS token."""
+        if isinstance(audio, Tensor) and audio.ndim == 3:
+            return self.pooled_mel(audio)
+        return self(audio)[:, 0]
 
     def pooled_mel(self, mel: Tensor) -> Tensor:
         """(B, n_mels, frames) -> (B, D), for precomputed spectrograms."""
