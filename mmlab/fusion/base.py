@@ -11,7 +11,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmlab.encoders.layers import TransformerBlock, masked_mean
+from mmlab.encoders.layers import TransformerBlock, masked_mean  # noqa: F401  (masked_mean re-exported)
 
 Tokens = Mapping[str, Tensor]
 Masks = Mapping[str, Tensor]

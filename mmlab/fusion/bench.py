@@ -4,7 +4,7 @@ Columns: test accuracy (mean +/- std over seeds), accuracy with one modality dro
 tokens zeroed) or noised at test time, parameters, forward FLOPs per sample
 (`torch.utils.flop_counter`, attention counted through the math kernel), CPU latency
 (median ms per batch) and training time; each variant with and without modality-dropout
-training. `python -m mmlab fusion-bench --help` runs it from the shell.
+training. From the shell: `python -m mmlab fusion-bench --task avdigits vqa --seeds 3`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import argparse
 import ast
 import csv
 import io
-import json
 import math
 import os
 import platform
