@@ -80,9 +80,10 @@ def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
 def sincos_pos_embed_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embeddings: (grid_h*grid_w, dim), float32, row-major like `patchify`.
 
-    Half the channels encode the row, half the column, each with the 1-D transformer
-    sinusoids (Vaswani et al., 2017), as in MAE (He et al., 2022, "Masked Autoencoders Are
-    Scalable Vision Learners") and MoCo v3. No CLS row: prepend zeros if you need one.
+    The first half of the channels encodes the column (x), the second half the row (y), each
+    with the 1-D transformer sinusoids (Vaswani et al., 2017: sin then cos, frequencies
+    1/10000^(2i/d)), the layout of MAE (He et al., 2022, "Masked Autoencoders Are Scalable
+    Vision Learners"). No CLS row: prepend zeros if you need one.
     """
     for name, value in (("grid_h", grid_h), ("grid_w", grid_w), ("dim", dim)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -91,7 +92,7 @@ def sincos_pos_embed_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
         raise ValueError(f"dim must be a multiple of 4 for 2-D sin-cos embeddings, got {dim}")
     rows = torch.arange(grid_h).repeat_interleave(grid_w)  # (N,) row index of each patch
     cols = torch.arange(grid_w).repeat(grid_h)  # (N,) column index
-    emb = torch.cat([_sincos_1d(dim // 2, rows), _sincos_1d(dim // 2, cols)], dim=1)  # (N, dim)
+    emb = torch.cat([_sincos_1d(dim // 2, cols), _sincos_1d(dim // 2, rows)], dim=1)  # (N, dim)
     return emb.float()
 
 

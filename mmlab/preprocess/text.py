@@ -1,6 +1,7 @@
 """Text preprocessing: the bundled MiniLM files and a from-scratch WordPiece tokenizer."""
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -181,7 +182,10 @@ class WordPieceTokenizer(_BatchEncoder):
 
     def __init__(self, vocab: dict[str, int], lowercase: bool = True, strip_accents: bool | None = None,
                  unk_token: str = "[UNK]", cls_token: str = "[CLS]", sep_token: str = "[SEP]",
-                 pad_token: str = "[PAD]", max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD):
+                 pad_token: str = "[PAD]", max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD,
+                 special_tokens_in_text: bool = True):
+        """``special_tokens_in_text``: a literal "[CLS]", "[SEP]", "[PAD]", "[MASK]" or "[UNK]" typed in the text
+        (exact case) becomes that special token, as in transformers; set False to tokenise it as plain text."""
         for tok in (unk_token, cls_token, sep_token, pad_token):
             if tok not in vocab:
                 raise ValueError(f"special token {tok!r} is not in the vocabulary")
@@ -191,6 +195,9 @@ class WordPieceTokenizer(_BatchEncoder):
         self.unk_token, self.cls_token, self.sep_token, self.pad_token = unk_token, cls_token, sep_token, pad_token
         self.unk_id, self.cls_id, self.sep_id, self.pad_id = (vocab[t] for t in (unk_token, cls_token, sep_token, pad_token))
         self.max_input_chars_per_word = max_input_chars_per_word
+        specials = sorted({t for t in SPECIAL_TOKENS if t in vocab} | {unk_token, cls_token, sep_token, pad_token},
+                          key=len, reverse=True)
+        self._special_re = re.compile("(" + "|".join(map(re.escape, specials)) + ")") if special_tokens_in_text else None
 
     @classmethod
     def from_vocab_file(cls, path: str | Path, **options) -> "WordPieceTokenizer":
@@ -216,16 +223,25 @@ class WordPieceTokenizer(_BatchEncoder):
         """Text -> WordPiece tokens, without special tokens."""
         if not isinstance(text, str):
             raise TypeError(f"expected a str, got {type(text).__name__}")
+        chunks = self._special_re.split(text) if self._special_re else [text]  # odd positions: special tokens
         tokens: list[str] = []
-        for word in basic_split(normalize_text(text, self.lowercase, self.strip_accents)):
-            tokens.extend(wordpiece(word, self.vocab, self.unk_token, max_chars=self.max_input_chars_per_word))
+        for k, chunk in enumerate(chunks):
+            if k % 2:
+                tokens.append(chunk)
+                continue
+            for word in basic_split(normalize_text(chunk, self.lowercase, self.strip_accents)):
+                tokens.extend(wordpiece(word, self.vocab, self.unk_token, max_chars=self.max_input_chars_per_word))
         return tokens
 
     def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
         return [self.vocab.get(t, self.unk_id) for t in tokens]
 
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
-        """Ids -> text: join pieces, glue ``##`` continuations, tidy spaces before punctuation."""
+        """Ids -> text: join pieces, glue ``##`` continuations, tidy spaces before . ? ! ,
+
+        Lossy: case, accents and original spacing are gone ("don't" comes back as "don ' t").
+        ``skip_special_tokens`` drops [CLS]/[SEP]/[PAD] but keeps [UNK] visible.
+        """
         if isinstance(ids, torch.Tensor):
             if ids.dim() != 1:
                 raise ValueError(f"decode expects one row of ids (1-D), got shape {tuple(ids.shape)}")
@@ -239,9 +255,8 @@ class WordPieceTokenizer(_BatchEncoder):
                 continue
             tokens.append(self.id_to_token[i])
         text = " ".join(tokens).replace(" ##", "")
-        for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-                              (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
-            text = text.replace(before, after)  # the usual BERT clean-up of tokenisation spaces
+        for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ",")):
+            text = text.replace(before, after)  # clean-up of spaces before punctuation, as transformers does
         return text.strip()
 
     def batch_decode(self, ids: torch.Tensor, skip_special_tokens: bool = True) -> list[str]:
