@@ -92,7 +92,7 @@ def _kaiser(x: torch.Tensor, beta: float) -> torch.Tensor:
     return torch.where(inside, torch.special.i0(arg) / torch.special.i0(torch.tensor(beta, dtype=x.dtype)), 0)
 
 
-def resample(waveform, orig_sr: int, new_sr: int, lowpass_width: int = 16, rolloff: float = 0.945,
+def resample(waveform, orig_sr: int, new_sr: int, lowpass_width: int = 32, rolloff: float = 0.945,
              beta: float = 8.6) -> torch.Tensor:
     """Band-limited resampling (..., T) -> (..., ceil(T * new_sr / orig_sr)) with a Kaiser-windowed sinc.
 
