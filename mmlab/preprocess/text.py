@@ -1,4 +1,10 @@
-"""Text preprocessing: the bundled MiniLM files and a from-scratch WordPiece tokenizer."""
+"""Text preprocessing: the bundled MiniLM files and a from-scratch WordPiece tokenizer.
+
+Pipeline (BERT, Devlin et al. 2019): `normalize_text` (clean, space out CJK, strip accents, lower-case)
+-> `basic_split` (whitespace and punctuation) -> `wordpiece` (greedy longest match, "##" continuations)
+-> `[CLS] ... [SEP]`, truncation and padding with an attention mask (`WordPieceTokenizer.encode`).
+Ids equal transformers' tokenizer loaded from the same files (tests/test_text.py).
+"""
 from __future__ import annotations
 
 import re
@@ -220,7 +226,7 @@ class WordPieceTokenizer(_BatchEncoder):
         return len(self.vocab)
 
     def tokenize(self, text: str) -> list[str]:
-        """Text -> WordPiece tokens, without special tokens."""
+        """Text -> WordPiece tokens, without the [CLS]/[SEP] that `encode` adds."""
         if not isinstance(text, str):
             raise TypeError(f"expected a str, got {type(text).__name__}")
         chunks = self._special_re.split(text) if self._special_re else [text]  # odd positions: special tokens
