@@ -1,4 +1,5 @@
 """Contrastive alignment: losses (and, from the encoders work, the dual-encoder model)."""
 from mmlab.align.losses import info_nce, siglip_loss
+from mmlab.align.model import DualEncoder, LearnableTemperature, contrastive_loss
 
-__all__ = ["info_nce", "siglip_loss"]
+__all__ = ["DualEncoder", "LearnableTemperature", "contrastive_loss", "info_nce", "siglip_loss"]
