@@ -1,0 +1,115 @@
+"""Triton kernels shared by the tiled InfoNCE and SigLIP losses (imported lazily, on first use).
+
+Both losses are sums over the (B, B) logits l_ij = s * <a_i, b_j>. One program owns BLOCK_M rows
+of `a`, walks over `b` in BLOCK_N-row tiles, and builds each (BLOCK_M, BLOCK_N) logit tile from
+BLOCK_D-wide slices of the features, so the B x B matrix never exists in memory.
+
+LOSS = 0 (InfoNCE): forward keeps an online log-sum-exp per row; backward recomputes the tile and
+                    turns it into G_ij = exp(l_ij - lse_a_i) + exp(l_ij - lse_b_j).
+LOSS = 1 (SigLIP):  forward sums softplus(-z_ij (l_ij + bias)) per row, z = +1 on the diagonal, -1
+                    elsewhere; backward uses G_ij = -z_ij * sigmoid(-z_ij (l_ij + bias)).
+The column-wise quantities (text -> image) are the same kernels with a and b swapped.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _logit_tile(a_ptr, b_ptr, rows, cols, rmask, cmask, D,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                CAST_FP32: tl.constexpr, PRECISION: tl.constexpr):
+    """<a_i, b_j> for a (BLOCK_M, BLOCK_N) tile, fp32 accumulation over D in BLOCK_D slices."""
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_D):
+        ks = k0 + tl.arange(0, BLOCK_D)
+        kmask = ks < D
+        a = tl.load(a_ptr + rows[:, None] * D + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+        bt = tl.load(b_ptr + cols[None, :] * D + ks[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0)
+        if CAST_FP32:  # the interpreter's bf16 tl.dot is wrong: multiply in fp32 there
+            a = a.to(tl.float32)
+            bt = bt.to(tl.float32)
+        acc = tl.dot(a, bt, acc, input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
+    return acc
+
+
+@triton.jit
+def rows_forward_kernel(a_ptr, b_ptr, out_ptr, B, D, scale, bias,
+                        LOSS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_D: tl.constexpr, CAST_FP32: tl.constexpr, PRECISION: tl.constexpr):
+    """out[i] = LSE_j l_ij (LOSS 0) or sum_j softplus(-z_ij (l_ij + bias)) (LOSS 1), for the rows of a."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < B
+    run_max = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    run_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for n0 in range(0, B, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        cmask = cols < B
+        logits = scale * _logit_tile(a_ptr, b_ptr, rows, cols, rmask, cmask, D,
+                                     BLOCK_M, BLOCK_N, BLOCK_D, CAST_FP32, PRECISION)
+        if LOSS == 0:
+            logits = tl.where(cmask[None, :], logits, float("-inf"))
+            new_max = tl.maximum(run_max, tl.max(logits, axis=1))
+            run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(logits - new_max[:, None]), axis=1)
+            run_max = new_max
+        else:
+            z = tl.where(rows[:, None] == cols[None, :], 1.0, -1.0)
+            u = -z * (logits + bias)
+            softplus = tl.maximum(u, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(u)))
+            run_sum += tl.sum(tl.where(cmask[None, :], softplus, 0.0), axis=1)
+    if LOSS == 0:
+        result = run_max + tl.log(run_sum)
+    else:
+        result = run_sum
+    tl.store(out_ptr + rows, result, mask=rmask)
+
+
+@triton.jit
+def rows_backward_kernel(a_ptr, b_ptr, lse_a_ptr, lse_b_ptr, grad_ptr, dot_part_ptr, sum_part_ptr,
+                         B, D, scale, bias, coef,
+                         LOSS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BLOCK_DG: tl.constexpr,
+                         CAST_FP32: tl.constexpr, PRECISION: tl.constexpr):
+    """grad_a[i] = coef * s * sum_j G_ij b_j, written BLOCK_DG columns at a time (tiles recomputed).
+
+    Also per row: dot_part[i] = coef * sum_j G_ij <a_i, b_j> (for d/ds) and sum_part[i] = coef * sum_j G_ij
+    (for d/dbias), written on the first column chunk.
+    """
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < B
+    if LOSS == 0:
+        lse_a = tl.load(lse_a_ptr + rows, mask=rmask, other=0.0)
+    for g0 in range(0, D, BLOCK_DG):
+        gs = g0 + tl.arange(0, BLOCK_DG)
+        gmask = gs < D
+        grad = tl.zeros((BLOCK_M, BLOCK_DG), dtype=tl.float32)
+        dot_part = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        sum_part = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for n0 in range(0, B, BLOCK_N):
+            cols = n0 + tl.arange(0, BLOCK_N)
+            cmask = cols < B
+            dots = _logit_tile(a_ptr, b_ptr, rows, cols, rmask, cmask, D,
+                               BLOCK_M, BLOCK_N, BLOCK_D, CAST_FP32, PRECISION)
+            logits = scale * dots
+            if LOSS == 0:
+                lse_b = tl.load(lse_b_ptr + cols, mask=cmask, other=0.0)
+                g = tl.exp(logits - lse_a[:, None]) + tl.exp(logits - lse_b[None, :])
+            else:
+                z = tl.where(rows[:, None] == cols[None, :], 1.0, -1.0)
+                g = -z * tl.sigmoid(-z * (logits + bias))
+            g = tl.where(rmask[:, None] & cmask[None, :], g, 0.0) * coef  # (BLOCK_M, BLOCK_N)
+            dot_part += tl.sum(g * dots, axis=1)
+            sum_part += tl.sum(g, axis=1)
+            bg = tl.load(b_ptr + cols[:, None] * D + gs[None, :], mask=cmask[:, None] & gmask[None, :], other=0.0)
+            if CAST_FP32:
+                bg = bg.to(tl.float32)
+            else:
+                g = g.to(bg.dtype)
+            grad = tl.dot(g, bg, grad, input_precision=PRECISION)  # (BLOCK_M, BLOCK_DG)
+        grad = grad * scale
+        tl.store(grad_ptr + rows[:, None] * D + gs[None, :], grad.to(grad_ptr.dtype.element_ty),
+                 mask=rmask[:, None] & gmask[None, :])
+        if g0 == 0:
+            tl.store(dot_part_ptr + rows, dot_part, mask=rmask)
+            tl.store(sum_part_ptr + rows, sum_part, mask=rmask)

@@ -1,0 +1,136 @@
+"""Tiled symmetric InfoNCE (CLIP) loss: reference -> Triton kernels -> launchers -> autograd -> dispatch.
+
+With l_ij = s·<x_i, y_j>, r_i = LSE_j l_ij (image -> text) and c_j = LSE_i l_ij (text -> image):
+
+    loss = (sum_i r_i + sum_j c_j - 2·sum_i l_ii) / (2B)
+
+and d loss / d l_ij = (exp(l_ij - r_i) + exp(l_ij - c_j) - 2·δ_ij) / (2B). Only r and c (O(B)) are kept
+between forward and backward; the backward recomputes each logit tile (flash-attention style).
+
+positive_mask: the LSE part is the same; only the positive term changes to sum_ij W_ij l_ij with
+W = M / rowcount + M / colcount, computed in PyTorch from the (already B x B) mask. So the mask path
+runs the kernels too, but holds B x B float weights for that term (O(B^2) memory, like the mask itself).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mmlab.align.losses import check_pair, check_positive_mask, check_scalar
+from mmlab.align.losses import info_nce as info_nce_reference
+from mmlab.kernels import _launch
+from mmlab.kernels._launch import Blocks
+
+__all__ = ["info_nce", "info_nce_reference", "info_nce_chunked", "lse_sum_chunked"]
+
+
+# 1. A PyTorch version of the tiling, written to teach (and used as the "chunked" baseline) ----------
+
+def _lse_rows_chunked(a: Tensor, b: Tensor, scale: Tensor, chunk: int) -> Tensor:
+    """Row-wise LSE of s·a·bᵀ, `chunk` rows at a time: holds (chunk, B) logits, never (B, B)."""
+    return torch.cat([torch.logsumexp(scale * a[i:i + chunk].float() @ b.float().T, dim=1)
+                      for i in range(0, a.shape[0], chunk)])  # (B,)
+
+
+class _LSESumChunked(torch.autograd.Function):
+    """sum_i r_i + sum_j c_j with a chunked forward and a recomputing backward (O(chunk·B) memory)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, scale: Tensor, chunk: int) -> Tensor:
+        r = _lse_rows_chunked(x, y, scale, chunk)  # (B,)
+        c = _lse_rows_chunked(y, x, scale, chunk)  # (B,)
+        ctx.save_for_backward(x, y, scale, r, c)
+        ctx.chunk = chunk
+        return r.sum() + c.sum()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, y, scale, r, c = ctx.saved_tensors
+        xf, yf = x.float(), y.float()
+        dx, dy = torch.zeros_like(xf), torch.zeros_like(yf)
+        dscale = torch.zeros((), dtype=torch.float32, device=x.device)
+        for i in range(0, x.shape[0], ctx.chunk):
+            dots = xf[i:i + ctx.chunk] @ yf.T  # (chunk, B), recomputed
+            logits = scale * dots
+            g = grad_out * (torch.exp(logits - r[i:i + ctx.chunk, None]) + torch.exp(logits - c[None, :]))
+            dx[i:i + ctx.chunk] = scale * g @ yf
+            dy += scale * g.T @ xf[i:i + ctx.chunk]
+            dscale += (g * dots).sum()
+        return dx.to(x.dtype), dy.to(y.dtype), dscale if ctx.needs_input_grad[2] else None, None
+
+
+def lse_sum_chunked(x: Tensor, y: Tensor, scale: Tensor, chunk: int = 1024) -> Tensor:
+    return _LSESumChunked.apply(x, y, scale, chunk)
+
+
+def _positive_term(x: Tensor, y: Tensor, scale: Tensor, positive_mask: Tensor | None) -> Tensor:
+    """sum_ij W_ij l_ij: the diagonal (2·sum_i l_ii) without a mask, W = M/rowcount + M/colcount with one."""
+    xf, yf = x.float(), y.float()
+    if positive_mask is None:
+        return 2 * scale * (xf * yf).sum()
+    m = positive_mask.float()  # (B, B)
+    w = m / m.sum(dim=1, keepdim=True) + m / m.sum(dim=0, keepdim=True)  # (B, B)
+    return scale * (xf * (w @ yf)).sum()
+
+
+def info_nce_chunked(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
+                     positive_mask: Tensor | None = None, chunk: int = 1024) -> Tensor:
+    """The same loss as the reference in plain PyTorch, chunk rows at a time (a baseline, and the idea)."""
+    check_pair(image_features, text_features)
+    check_scalar(logit_scale, "logit_scale", positive=True)
+    if positive_mask is not None:
+        check_positive_mask(positive_mask, image_features.shape[0], image_features.device)
+    x, y = image_features, text_features
+    scale = _launch.scalar_tensor(logit_scale, x)
+    lse = lse_sum_chunked(x, y, scale, chunk)
+    return (lse - _positive_term(x, y, scale, positive_mask)) / (2 * x.shape[0])
+
+
+# 2. The Triton kernels live in mmlab.kernels._contrastive_tiles (imported on first use, so that
+#    TRITON_INTERPRET set before that takes effect and the package imports without triton).
+# 3. Launchers: mmlab.kernels._launch.rows_forward / rows_backward.
+
+# 4. Autograd -----------------------------------------------------------------------------------
+
+class _LSESumTriton(torch.autograd.Function):
+    """sum_i r_i + sum_j c_j by the tiled kernels; saves only r and c (2·B floats)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, scale: Tensor, blocks: Blocks | None) -> Tensor:
+        s = float(scale)
+        r = _launch.rows_forward(x, y, s, 0.0, loss=0, blocks=blocks)  # (B,) image -> text
+        c = _launch.rows_forward(y, x, s, 0.0, loss=0, blocks=blocks)  # (B,) text -> image
+        ctx.save_for_backward(x, y, r, c)
+        ctx.scale, ctx.blocks = s, blocks
+        return r.sum() + c.sum()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, y, r, c = ctx.saved_tensors
+        g = float(grad_out)
+        dx, dot_part, _ = _launch.rows_backward(x, y, r, c, ctx.scale, 0.0, g, loss=0, blocks=ctx.blocks)
+        dy, _, _ = _launch.rows_backward(y, x, c, r, ctx.scale, 0.0, g, loss=0, blocks=ctx.blocks)
+        dscale = dot_part.sum() if ctx.needs_input_grad[2] else None
+        return dx, dy, dscale, None
+
+
+# 5. Public function -----------------------------------------------------------------------------
+
+def info_nce(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
+             positive_mask: Tensor | None = None, backend: str = "auto", blocks: Blocks | None = None) -> Tensor:
+    """Symmetric InfoNCE, same value as `mmlab.align.info_nce`; float32 result.
+
+    backend: "triton" (fused tiled kernels, CUDA or TRITON_INTERPRET=1), "torch" (the reference),
+    "auto" (Triton for CUDA fp32/fp16/bf16 tensors when triton is installed, else the reference).
+    Non-contiguous features are copied; logit_scale may be a float or a tensor (it gets a gradient).
+    """
+    if not _launch.use_triton(backend, image_features):
+        return info_nce_reference(image_features, text_features, logit_scale, positive_mask=positive_mask)
+    check_pair(image_features, text_features)
+    check_scalar(logit_scale, "logit_scale", positive=True)
+    if positive_mask is not None:
+        check_positive_mask(positive_mask, image_features.shape[0], image_features.device)
+    x, y = _launch.check_triton_inputs(image_features, text_features)
+    scale = _launch.scalar_tensor(logit_scale, x)
+    lse = _LSESumTriton.apply(x, y, scale, blocks)
+    return (lse - _positive_term(x, y, scale, positive_mask)) / (2 * x.shape[0])
