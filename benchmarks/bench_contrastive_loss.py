@@ -1,0 +1,257 @@
+"""Benchmark the symmetric InfoNCE loss on one GPU: naive eager, torch.compile, chunked PyTorch, Inf-CL, mmlab.
+
+    python benchmarks/bench_contrastive_loss.py                    # CUDA: full run, writes JSON + markdown
+    python benchmarks/bench_contrastive_loss.py --smoke            # CPU plumbing check (torch paths, tiny sizes)
+
+Per implementation, B and d (bf16 inputs): median ms of forward, backward and forward+backward (CUDA events),
+peak memory above the inputs and their gradients, TFLOP/s counting 6·B²·d per forward+backward and that rate
+as a fraction of a measured large bf16 matmul; then the largest B that fits at d = 512 for each implementation.
+Out-of-memory is recorded as "oom", never guessed. Results: benchmarks/results/contrastive_loss_<device>.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from mmlab.kernels.info_nce import info_nce, info_nce_chunked
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SCALE = 1 / 0.07
+
+
+def naive_info_nce(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The textbook loss: materialises the (B, B) logits (and their float32 copy)."""
+    logits = SCALE * x @ y.T  # (B, B)
+    target = torch.arange(x.shape[0], device=x.device)
+    return (F.cross_entropy(logits.float(), target) + F.cross_entropy(logits.T.float(), target)) / 2
+
+
+def implementations(device: str, smoke: bool) -> dict[str, LossFn | str]:
+    """name -> loss function, or a string saying why it is skipped."""
+    impls: dict[str, LossFn | str] = {
+        "naive_eager": naive_info_nce,
+        "chunked_torch": lambda x, y: info_nce_chunked(x, y, SCALE, chunk=4096 if not smoke else 32),
+    }
+    if smoke:
+        impls["mmlab_torch_backend"] = lambda x, y: info_nce(x, y, SCALE, backend="torch")
+        return impls
+    impls["torch_compile"] = torch.compile(naive_info_nce)
+    try:
+        from inf_cl import cal_inf_loss  # Inf-CL (Cheng et al., 2024), one direction per call
+
+        impls["inf_cl"] = lambda x, y: (cal_inf_loss(x, y, scale=SCALE) + cal_inf_loss(y, x, scale=SCALE)) / 2
+    except Exception as exc:  # not installed, or no build for this GPU
+        impls["inf_cl"] = f"skipped: inf_cl not importable ({type(exc).__name__}: {exc})"
+    impls["mmlab_triton"] = lambda x, y: info_nce(x, y, SCALE, backend="triton")
+    return impls
+
+
+def _timer(device: str) -> Callable[[Callable[[], object]], float]:
+    def cuda_ms(fn: Callable[[], object]) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+
+    def cpu_ms(fn: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return 1e3 * (time.perf_counter() - t0)
+
+    return cuda_ms if device == "cuda" else cpu_ms
+
+
+def median_ms(fn: Callable[[], object], timer, budget_ms: float = 1500.0, max_reps: int = 25) -> tuple[float, list[float]]:
+    first = timer(fn)  # warm-up (compilation, autotuning of cuBLAS)
+    reps = max(3, min(max_reps, int(budget_ms / max(timer(fn), 1e-3))))
+    times = [timer(fn) for _ in range(reps)]
+    del first
+    return statistics.median(times), times
+
+
+def measure(fn: LossFn, b: int, d: int, dtype: torch.dtype, device: str, timer) -> dict:
+    g = torch.Generator(device=device).manual_seed(0)
+    x = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype).requires_grad_(True)
+    y = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype).requires_grad_(True)
+    row: dict = {"B": b, "d": d}
+    try:
+        if device == "cuda":
+            x.grad, y.grad = torch.zeros_like(x), torch.zeros_like(y)  # count gradients as "inputs"
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            fn(x, y).backward()
+            torch.cuda.synchronize()
+            row["peak_extra_bytes"] = torch.cuda.max_memory_allocated() - base
+        loss_holder: list[torch.Tensor] = []
+
+        def fwd():
+            loss_holder[:] = [fn(x, y)]
+
+        def bwd():
+            loss_holder[0].backward(retain_graph=True)
+
+        def both():
+            fn(x, y).backward()
+
+        row["fwd_ms"], row["fwd_raw_ms"] = median_ms(fwd, timer)
+        fwd()
+        row["bwd_ms"], row["bwd_raw_ms"] = median_ms(bwd, timer)
+        loss_holder.clear()
+        row["fwd_bwd_ms"], row["fwd_bwd_raw_ms"] = median_ms(both, timer)
+        row["tflops"] = 6 * b * b * d / (row["fwd_bwd_ms"] * 1e-3) / 1e12
+        row["status"] = "ok"
+    except torch.OutOfMemoryError:
+        row["status"] = "oom"
+    finally:
+        del x, y
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def matmul_tflops(device: str, timer, n: int = 8192) -> float:
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    ms, _ = median_ms(lambda: a @ b, timer)
+    return 2 * n ** 3 / (ms * 1e-3) / 1e12
+
+
+def environment(device: str) -> dict:
+    env = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+           "torch": torch.__version__, "cuda_runtime": torch.version.cuda, "platform": platform.platform()}
+    for pkg in ("triton", "inf_cl"):
+        try:
+            env[pkg] = getattr(__import__(pkg), "__version__", "installed")
+        except Exception:
+            env[pkg] = None
+    if device == "cuda":
+        env["device"] = torch.cuda.get_device_name()
+        env["memory_bytes"] = torch.cuda.get_device_properties(0).total_memory
+        try:
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=30).stdout.strip()
+        except Exception as exc:
+            env["driver"] = f"unknown ({exc})"
+    else:
+        env["device"] = platform.processor() or "cpu"
+    return env
+
+
+def largest_fitting_b(fn: LossFn, d: int, dtype: torch.dtype, device: str, start: int, stop: int) -> int | None:
+    """Double B from `start` while one forward+backward fits; the largest B that ran (None if none)."""
+    best, b = None, start
+    while b <= stop:
+        try:
+            x = torch.randn(b, d, device=device, dtype=dtype, requires_grad=True)
+            y = torch.randn(b, d, device=device, dtype=dtype, requires_grad=True)
+            fn(F.normalize(x, dim=1), F.normalize(y, dim=1)).backward()
+            torch.cuda.synchronize()
+            best = b
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            x = y = None
+            torch.cuda.empty_cache()
+        b *= 2
+    return best
+
+
+def to_markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [f"# Contrastive loss benchmark ({env['device']})", "",
+             "Symmetric InfoNCE, bf16 inputs, median of CUDA-event timings; extra memory = peak above inputs and grads; "
+             "TFLOP/s counts 6·B²·d per forward+backward.", "",
+             "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
+             f"Measured matmul ({report['matmul_n']}³, {report['dtype']}): {report['matmul_tflops']:.1f} TFLOP/s", "",
+             "| impl | B | d | fwd ms | bwd ms | fwd+bwd ms | extra MB | TFLOP/s | of matmul |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['impl']} | {r['B']} | {r['d']} | {r['status']} | | | | | |")
+            continue
+        mb = r.get("peak_extra_bytes", float("nan")) / 2 ** 20
+        lines.append(f"| {r['impl']} | {r['B']} | {r['d']} | {r['fwd_ms']:.2f} | {r['bwd_ms']:.2f} | "
+                     f"{r['fwd_bwd_ms']:.2f} | {mb:.1f} | {r['tflops']:.1f} | "
+                     f"{r['tflops'] / report['matmul_tflops']:.0%} |")
+    skipped = "; ".join(f"{k}: {v}" for k, v in report["skipped"].items()) or "none"
+    lines += ["", f"Skipped: {skipped}", "",
+              "Largest B that fits at d = 512: " + ", ".join(f"{k} {v}" for k, v in report["largest_b_d512"].items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny CPU run of the torch paths (no numbers worth keeping)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[4096, 16384, 32768, 65536])
+    p.add_argument("--fused-batch-sizes", type=int, nargs="+", default=[131072, 262144, 524288, 1048576],
+                   help="extra sizes for the memory-lean implementations only")
+    p.add_argument("--dims", type=int, nargs="+", default=[512, 768])
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.smoke:
+        print("bench_contrastive_loss: no CUDA GPU found. This benchmark measures GPU kernels and records nothing "
+              "on a CPU; run it on a GPU, or pass --smoke for a tiny CPU plumbing check.", file=sys.stderr)
+        return 2
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    sizes, fused_sizes, dims = args.batch_sizes, args.fused_batch_sizes, args.dims
+    if args.smoke:
+        sizes, fused_sizes, dims = [64, 128], [256], [32]
+    timer = _timer(device)
+    impls = implementations(device, args.smoke)
+    skipped = {k: v for k, v in impls.items() if isinstance(v, str)}
+    runnable = {k: v for k, v in impls.items() if not isinstance(v, str)}
+    lean = {"chunked_torch", "inf_cl", "mmlab_triton", "mmlab_torch_backend"}
+
+    report = {"environment": environment(device), "dtype": str(dtype), "smoke": args.smoke, "rows": [],
+              "skipped": skipped, "largest_b_d512": {}}
+    report["matmul_n"] = 8192 if device == "cuda" else 256
+    report["matmul_tflops"] = matmul_tflops(device, timer, n=report["matmul_n"])
+    print(f"matmul: {report['matmul_tflops']:.2f} TFLOP/s", flush=True)
+    for d in dims:
+        for name, fn in runnable.items():
+            oom = False
+            for b in sizes + (fused_sizes if name in lean else []):
+                if oom:
+                    report["rows"].append({"impl": name, "B": b, "d": d, "status": "oom (smaller B already did)"})
+                    continue
+                row = {"impl": name, **measure(fn, b, d, dtype, device, timer)}
+                oom = row["status"] == "oom"
+                report["rows"].append(row)
+                print({k: v for k, v in row.items() if not k.endswith("raw_ms")}, flush=True)
+    if device == "cuda":
+        for name, fn in runnable.items():
+            report["largest_b_d512"][name] = largest_fitting_b(fn, 512, dtype, device, 4096, 1 << 21)
+            print(name, "largest B at d=512:", report["largest_b_d512"][name], flush=True)
+    if args.smoke:
+        print(to_markdown(report))
+        print("smoke run: nothing written")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "contrastive_loss_" + "".join(c if c.isalnum() else "_" for c in report["environment"]["device"]).strip("_")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    (args.out / f"{stem}.md").write_text(to_markdown(report))
+    print(f"wrote {args.out / stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
