@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 lab: $(STAMP)  ## set up, then open JupyterLab on notebooks/
 	$(BIN)/jupyter lab notebooks/
 
+# Two pytest workers on two cores: one thread each, or torch's threads fight over the cores.
 test: $(STAMP)  ## set up, then run unit, kernel and notebook tests
-	$(BIN)/pytest -n 2 --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 notebooks: $(STAMP)  ## headless: execute every notebook, HTML to build/, pass/fail table
 	$(BIN)/python -m mmlab run-notebooks --out build
