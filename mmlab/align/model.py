@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmlab import kernels
+
 
 class LearnableTemperature(nn.Module):
     """The logit scale s = exp(t), t learned; starts at 1/0.07 and is clamped so s <= max_scale = 100
@@ -56,20 +58,12 @@ def contrastive_loss(kind: str, a: Tensor, b: Tensor, logit_scale: Tensor, logit
         raise ValueError(f"width mismatch: {a.shape[1]} vs {b.shape[1]}")
     if not float(logit_scale.detach()) > 0:
         raise ValueError(f"logit_scale must be positive, got {float(logit_scale.detach())}")
-    try:
-        from mmlab import kernels as impl
-        fn = getattr(impl, "info_nce" if kind == "info_nce" else "siglip_loss")
-        extra: dict[str, Any] = {"backend": backend}
-    except (ImportError, AttributeError):  # kernels not available: the pure-PyTorch references
-        from mmlab.align import losses as impl
-        fn = getattr(impl, "info_nce" if kind == "info_nce" else "siglip_loss")
-        extra = {}
     if kind == "info_nce":
-        return fn(a, b, logit_scale, positive_mask=positive_mask, **extra)
+        return kernels.info_nce(a, b, logit_scale, positive_mask=positive_mask, backend=backend)
     if kind == "siglip":
         if positive_mask is not None:
             raise ValueError("siglip_loss takes no positive_mask")
-        return fn(a, b, logit_scale, logit_bias, **extra)
+        return kernels.siglip_loss(a, b, logit_scale, logit_bias, backend=backend)
     raise ValueError(f"unknown loss {kind!r}; expected 'info_nce' or 'siglip'")
 
 
