@@ -16,13 +16,7 @@ BUILTIN = [
 GRAD_OPTIONS = {"flamingo": {"gate_init": 0.5}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids thread contention on a busy CPU (5x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_tokens(batch=3, n_image=7, n_text=5, seed=0):

@@ -10,13 +10,7 @@ from mmlab.fusion.bench import BenchConfig, Variant, noised, parse_variant, run_
 from mmlab.fusion.tasks import FusionModel, Split, Task
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids thread contention on a busy CPU (5x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_task(n_train=96, n_test=40) -> Task:

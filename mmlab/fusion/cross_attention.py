@@ -45,8 +45,11 @@ class CrossAttentionFusion(Fusion):
         super().__init__(input_dims, output_dim, min_modalities=2)
         self.query = pick_modality(self.input_dims, query, "text", "query")
         self.project = Projections(self.input_dims, width)
-        self.layers = nn.ModuleList(CrossAttentionLayer(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.layers = nn.ModuleList(self.make_layer(width, heads, mlp_ratio, dropout) for _ in range(depth))
         self.head = classifier_head(width, output_dim)
+
+    def make_layer(self, width: int, heads: int, mlp_ratio: int, dropout: float) -> nn.Module:
+        return CrossAttentionLayer(width, heads, mlp_ratio, dropout)
 
     def forward(self, tokens, masks=None):
         tokens, masks = self.check_inputs(tokens, masks)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mmlab.fusion.base import Fusion, Projections, classifier_head, feed_forward, masked_mean, pick_modality, \
-    self_attention_layer
-from mmlab.fusion.cross_attention import split_query_context
+from mmlab.fusion.base import feed_forward, self_attention_layer
+from mmlab.fusion.cross_attention import CrossAttentionFusion
 from mmlab.fusion.registry import register_fusion
 
 
@@ -39,26 +38,17 @@ class GatedCrossAttentionLayer(nn.Module):
 
 
 @register_fusion("flamingo")
-class FlamingoFusion(Fusion):
+class FlamingoFusion(CrossAttentionFusion):
     """`query` (default "text" if present, else the first modality) reads the others through gated cross-attention."""
 
     def __init__(self, input_dims, output_dim, query: str | None = None, width: int = 32, depth: int = 1,
                  heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0, gate_init: float = 0.0):
-        super().__init__(input_dims, output_dim, min_modalities=2)
-        self.query = pick_modality(self.input_dims, query, "text", "query")
-        self.project = Projections(self.input_dims, width)
-        self.layers = nn.ModuleList(
-            GatedCrossAttentionLayer(width, heads, mlp_ratio, dropout, gate_init) for _ in range(depth)
-        )
-        self.head = classifier_head(width, output_dim)
+        self.gate_init = float(gate_init)  # read by make_layer while the parent builds the layers
+        super().__init__(input_dims, output_dim, query, width, depth, heads, mlp_ratio, dropout)
+
+    def make_layer(self, width: int, heads: int, mlp_ratio: int, dropout: float) -> nn.Module:
+        return GatedCrossAttentionLayer(width, heads, mlp_ratio, dropout, self.gate_init)
 
     def gates(self) -> list[tuple[float, float]]:
         """(tanh(attention gate), tanh(ffn gate)) per layer."""
         return [(float(torch.tanh(l.attn_gate.detach())), float(torch.tanh(l.ffn_gate.detach()))) for l in self.layers]
-
-    def forward(self, tokens, masks=None):
-        tokens, masks = self.check_inputs(tokens, masks)
-        x, keep, context, context_keep = split_query_context(self, tokens, masks, self.query)
-        for layer in self.layers:
-            x = layer(x, keep, context, context_keep)
-        return self.head(masked_mean(x, keep))  # (B, output_dim)
