@@ -49,9 +49,12 @@ def implementations(device: str, smoke: bool) -> dict[str, LossFn | str]:
         return impls
     impls["torch_compile"] = torch.compile(naive_info_nce)
     try:
-        from inf_cl import cal_inf_loss  # Inf-CL (Cheng et al., 2024), one direction per call
+        # Inf-CL (Cheng et al., 2024): cal_flash_loss is its single-GPU path (cal_inf_loss calls it when
+        # torch.distributed is not initialised); per-row losses of one direction per call.
+        from inf_cl import cal_flash_loss
 
-        impls["inf_cl"] = lambda x, y: (cal_inf_loss(x, y, scale=SCALE) + cal_inf_loss(y, x, scale=SCALE)) / 2
+        impls["inf_cl"] = lambda x, y: (cal_flash_loss(x, y, scale=SCALE).mean()
+                                        + cal_flash_loss(y, x, scale=SCALE).mean()) / 2
     except Exception as exc:  # not installed, or no build for this GPU
         impls["inf_cl"] = f"skipped: inf_cl not importable ({type(exc).__name__}: {exc})"
     impls["mmlab_triton"] = lambda x, y: info_nce(x, y, SCALE, backend="triton")
@@ -75,11 +78,17 @@ def _timer(device: str) -> Callable[[Callable[[], object]], float]:
     return cuda_ms if device == "cuda" else cpu_ms
 
 
-def median_ms(fn: Callable[[], object], timer, budget_ms: float = 1500.0, max_reps: int = 25) -> tuple[float, list[float]]:
-    first = timer(fn)  # warm-up (compilation, autotuning of cuBLAS)
-    reps = max(3, min(max_reps, int(budget_ms / max(timer(fn), 1e-3))))
-    times = [timer(fn) for _ in range(reps)]
-    del first
+def median_ms(fn: Callable[[], object], timer, budget_ms: float = 1500.0, max_reps: int = 25,
+              setup: Callable[[], object] | None = None) -> tuple[float, list[float]]:
+    """Median time of fn() after one warm-up (compilation, cuBLAS autotuning); `setup` runs untimed before each."""
+    def once() -> float:
+        if setup is not None:
+            setup()
+        return timer(fn)
+
+    once()
+    reps = max(3, min(max_reps, int(budget_ms / max(once(), 1e-3))))
+    times = [once() for _ in range(reps)]
     return statistics.median(times), times
 
 
@@ -103,15 +112,14 @@ def measure(fn: LossFn, b: int, d: int, dtype: torch.dtype, device: str, timer) 
         def fwd():
             loss_holder[:] = [fn(x, y)]
 
-        def bwd():
-            loss_holder[0].backward(retain_graph=True)
+        def bwd():  # a fresh forward before each (untimed): compiled graphs free their buffers in backward
+            loss_holder.pop().backward()
 
         def both():
             fn(x, y).backward()
 
         row["fwd_ms"], row["fwd_raw_ms"] = median_ms(fwd, timer)
-        fwd()
-        row["bwd_ms"], row["bwd_raw_ms"] = median_ms(bwd, timer)
+        row["bwd_ms"], row["bwd_raw_ms"] = median_ms(bwd, timer, setup=fwd)
         loss_holder.clear()
         row["fwd_bwd_ms"], row["fwd_bwd_raw_ms"] = median_ms(both, timer)
         row["tflops"] = 6 * b * b * d / (row["fwd_bwd_ms"] * 1e-3) / 1e12
@@ -154,23 +162,48 @@ def environment(device: str) -> dict:
     return env
 
 
-def largest_fitting_b(fn: LossFn, d: int, dtype: torch.dtype, device: str, start: int, stop: int) -> int | None:
-    """Double B from `start` while one forward+backward fits; the largest B that ran (None if none)."""
-    best, b = None, start
+def agreement(fn: LossFn, b: int, d: int, dtype: torch.dtype, device: str) -> dict:
+    """Relative error of the loss and of both gradients against naive_info_nce in float64 on the same inputs."""
+    g = torch.Generator(device=device).manual_seed(1)
+    x = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype)
+    y = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype)
+    out = {}
+    for name, cast in (("ref", torch.float64), ("impl", dtype)):
+        xi, yi = x.to(cast).requires_grad_(True), y.to(cast).requires_grad_(True)
+        loss = (naive_info_nce if name == "ref" else fn)(xi, yi)
+        loss.backward()
+        out[name] = [loss.detach().double(), xi.grad.double(), yi.grad.double()]
+    rel = lambda a, r: float((a - r).norm() / r.norm())
+    return {k: rel(a, r) for k, a, r in zip(("loss", "grad_x", "grad_y"), out["impl"], out["ref"])}
+
+
+def largest_fitting_b(fn: LossFn, d: int, dtype: torch.dtype, device: str, start: int, stop: int,
+                      max_seconds: float) -> str:
+    """Double B from `start` while one forward+backward fits: the largest B that ran, and why it stopped.
+
+    Doubling B quadruples the work, so the search also stops once a step takes over `max_seconds`.
+    """
+    best, b, why = None, start, f"reached --largest-stop {stop}"
     while b <= stop:
         try:
             x = torch.randn(b, d, device=device, dtype=dtype, requires_grad=True)
             y = torch.randn(b, d, device=device, dtype=dtype, requires_grad=True)
+            t0 = time.perf_counter()
             fn(F.normalize(x, dim=1), F.normalize(y, dim=1)).backward()
             torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
             best = b
         except torch.OutOfMemoryError:
+            why = f"B = {b} ran out of memory"
             break
         finally:
             x = y = None
             torch.cuda.empty_cache()
+        if seconds > max_seconds and 2 * b <= stop:
+            why = f"one step took {seconds:.0f} s, larger B not tried"
+            break
         b *= 2
-    return best
+    return f"{best} ({why})"
 
 
 def to_markdown(report: dict) -> str:
@@ -191,6 +224,8 @@ def to_markdown(report: dict) -> str:
                      f"{r['fwd_bwd_ms']:.2f} | {mb:.1f} | {r['tflops']:.1f} | "
                      f"{r['tflops'] / report['matmul_tflops']:.0%} |")
     skipped = "; ".join(f"{k}: {v}" for k, v in report["skipped"].items()) or "none"
+    lines += ["", f"Relative error against float64 (B = {report['agreement_B']}, d = {report['rows'][0]['d']}): " + "; ".join(
+        f"{k} loss {v['loss']:.1e}, grad {max(v['grad_x'], v['grad_y']):.1e}" for k, v in report["agreement"].items())]
     lines += ["", f"Skipped: {skipped}", "",
               "Largest B that fits at d = 512: " + ", ".join(f"{k} {v}" for k, v in report["largest_b_d512"].items()), ""]
     return "\n".join(lines)
@@ -203,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fused-batch-sizes", type=int, nargs="+", default=[131072, 262144, 524288, 1048576],
                    help="extra sizes for the memory-lean implementations only")
     p.add_argument("--dims", type=int, nargs="+", default=[512, 768])
+    p.add_argument("--largest-stop", type=int, default=1 << 21,
+                   help="largest B to try at d = 512 (doubling from the largest B already timed)")
+    p.add_argument("--largest-max-seconds", type=float, default=30.0,
+                   help="stop the largest-B search once one step takes longer than this")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
@@ -222,10 +261,22 @@ def main(argv: list[str] | None = None) -> int:
     lean = {"chunked_torch", "inf_cl", "mmlab_triton", "mmlab_torch_backend"}
 
     report = {"environment": environment(device), "dtype": str(dtype), "smoke": args.smoke, "rows": [],
-              "skipped": skipped, "largest_b_d512": {}}
+              "skipped": skipped, "largest_b_d512": {}, "agreement": {}, "agreement_B": 64 if args.smoke else 4096}
+    for name, fn in runnable.items():  # correct first: every implementation against float64 at a moderate size
+        report["agreement"][name] = agreement(fn, report["agreement_B"], dims[0], dtype, device)
+        print(name, "relative error vs float64:", report["agreement"][name], flush=True)
     report["matmul_n"] = 8192 if device == "cuda" else 256
     report["matmul_tflops"] = matmul_tflops(device, timer, n=report["matmul_n"])
     print(f"matmul: {report['matmul_tflops']:.2f} TFLOP/s", flush=True)
+    stem = "contrastive_loss_" + "".join(c if c.isalnum() else "_" for c in report["environment"]["device"]).strip("_")
+
+    def save() -> None:  # after every row, so that a run cut short still leaves what it measured
+        if args.smoke:
+            return
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+        (args.out / f"{stem}.md").write_text(to_markdown(report))
+
     for d in dims:
         for name, fn in runnable.items():
             oom = False
@@ -237,18 +288,20 @@ def main(argv: list[str] | None = None) -> int:
                 oom = row["status"] == "oom"
                 report["rows"].append(row)
                 print({k: v for k, v in row.items() if not k.endswith("raw_ms")}, flush=True)
-    if device == "cuda":
-        for name, fn in runnable.items():
-            report["largest_b_d512"][name] = largest_fitting_b(fn, 512, dtype, device, 4096, 1 << 21)
-            print(name, "largest B at d=512:", report["largest_b_d512"][name], flush=True)
+                save()
+        if d == 512 and device == "cuda":
+            for name, fn in runnable.items():
+                timed = [r["B"] for r in report["rows"] if r["impl"] == name and r["d"] == 512 and r["status"] == "ok"]
+                start = max(timed) if timed else 4096
+                report["largest_b_d512"][name] = largest_fitting_b(fn, 512, dtype, device, start, args.largest_stop,
+                                                                   args.largest_max_seconds)
+                print(name, "largest B at d=512:", report["largest_b_d512"][name], flush=True)
+                save()
     if args.smoke:
         print(to_markdown(report))
         print("smoke run: nothing written")
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "contrastive_loss_" + "".join(c if c.isalnum() else "_" for c in report["environment"]["device"]).strip("_")
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
-    (args.out / f"{stem}.md").write_text(to_markdown(report))
+    save()
     print(f"wrote {args.out / stem}.json and .md")
     return 0
 
