@@ -257,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     timer = _timer(device)
     impls = implementations(device, args.smoke)
     skipped = {k: v for k, v in impls.items() if isinstance(v, str)}
-    runnable = {k: v for k, v in impls.items() if not isinstance(v, str)}
+    first = ("mmlab_triton", "torch_compile", "naive_eager")  # the slow baselines last: a cut-short run keeps these
+    runnable = {k: v for k, v in sorted(impls.items(), key=lambda kv: first.index(kv[0]) if kv[0] in first else len(first))
+                if not isinstance(v, str)}
     lean = {"chunked_torch", "inf_cl", "mmlab_triton", "mmlab_torch_backend"}
 
     report = {"environment": environment(device), "dtype": str(dtype), "smoke": args.smoke, "rows": [],

@@ -28,6 +28,11 @@ class Blocks:
                 raise ValueError(f"Blocks.{name} must be a power of two >= 16, got {v}")
 
 
+# Defaults measured on an H100 at B = 32768, d in {512, 768}, bf16 (benchmarks/tune_contrastive_blocks.py,
+# results in benchmarks/results/contrastive_blocks_H100.md): large square tiles for the forward; for the
+# backward, wide gradient chunks (fewer recomputations of each logit tile) with 8 warps.
+FORWARD_BLOCKS = Blocks(m=128, n=128, d=64, dg=128, num_warps=8)
+BACKWARD_BLOCKS = Blocks(m=128, n=64, d=64, dg=256, num_warps=8)
 INTERPRETER_BLOCKS = Blocks(m=16, n=16, d=32, dg=32, num_warps=1)
 
 
@@ -79,9 +84,9 @@ def scalar_tensor(value: Tensor | float, like: Tensor) -> Tensor:
     return torch.tensor(float(value), device=like.device, dtype=torch.float32)
 
 
-def _settings(a: Tensor, blocks: Blocks | None) -> tuple[Blocks, bool, str]:
+def _settings(a: Tensor, blocks: Blocks | None, default: Blocks) -> tuple[Blocks, bool, str]:
     if blocks is None:
-        blocks = INTERPRETER_BLOCKS if interpreting() else Blocks()
+        blocks = INTERPRETER_BLOCKS if interpreting() else default
     cast = interpreting()
     precision = "ieee" if a.dtype == torch.float32 else "tf32"  # fp32 stays exact; fp16/bf16 ignore it
     return blocks, cast, precision
@@ -91,7 +96,7 @@ def rows_forward(a: Tensor, b: Tensor, scale: float, bias: float, loss: int, blo
     """(B,) float32: per-row LSE of s·a·bᵀ (loss 0) or per-row SigLIP sum (loss 1)."""
     from mmlab.kernels import _contrastive_tiles as k
 
-    blocks, cast, precision = _settings(a, blocks)
+    blocks, cast, precision = _settings(a, blocks, FORWARD_BLOCKS)
     n, d = a.shape
     out = _empty(n, device=a.device, dtype=torch.float32)
     grid = (-(-n // blocks.m),)
@@ -105,7 +110,7 @@ def rows_backward(a: Tensor, b: Tensor, lse_a: Tensor | None, lse_b: Tensor | No
     """grad_a (B, D) in a's dtype, plus per-row float32 partials of coef·sum_j G_ij<a_i,b_j> and coef·sum_j G_ij."""
     from mmlab.kernels import _contrastive_tiles as k
 
-    blocks, cast, precision = _settings(a, blocks)
+    blocks, cast, precision = _settings(a, blocks, BACKWARD_BLOCKS)
     n, d = a.shape
     grad = _empty(n, d, device=a.device, dtype=a.dtype)
     dot_part = _empty(n, device=a.device, dtype=torch.float32)

@@ -1,0 +1,93 @@
+"""Time the InfoNCE forward and backward kernels under several tile configurations (CUDA only).
+
+    python benchmarks/tune_contrastive_blocks.py --B 32768 --d 512
+
+For each `Blocks` configuration: the median ms of the two forward launches (image->text and text->image
+log-sum-exps) and of the two backward launches, each checked against a float64 reference first
+(relative error of the LSEs and of the gradient). The fastest correct configurations become the
+defaults in `mmlab.kernels._launch`; the table printed here is recorded in benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from mmlab.kernels import _launch
+from mmlab.kernels._launch import Blocks
+
+CONFIGS = [
+    Blocks(m=64, n=64, d=64, dg=128, num_warps=4),
+    Blocks(m=128, n=64, d=64, dg=128, num_warps=8),
+    Blocks(m=128, n=128, d=64, dg=128, num_warps=8),
+    Blocks(m=64, n=128, d=64, dg=256, num_warps=8),
+    Blocks(m=64, n=64, d=64, dg=256, num_warps=8),
+    Blocks(m=64, n=64, d=64, dg=512, num_warps=8),
+    Blocks(m=32, n=64, d=64, dg=512, num_warps=4),
+    Blocks(m=128, n=64, d=64, dg=256, num_warps=8),
+    Blocks(m=128, n=128, d=32, dg=128, num_warps=8),
+]
+
+
+def median_ms(fn, reps: int = 10) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--B", type=int, default=32768)
+    p.add_argument("--d", type=int, default=512)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("tune_contrastive_blocks: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    b, d, s = args.B, args.d, 1 / 0.07
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = F.normalize(torch.randn(b, d, device="cuda", generator=g), dim=1).bfloat16()
+    y = F.normalize(torch.randn(b, d, device="cuda", generator=g), dim=1).bfloat16()
+    # float64 reference on a slice of rows (the full B x B float64 matrix would not fit)
+    rows = 1024
+    logits = s * x[:rows].double() @ y.double().T  # (rows, B)
+    ref_lse = torch.logsumexp(logits, dim=1)
+    r_full = _launch.rows_forward(x, y, s, 0.0, 0, CONFIGS[0])
+    c_full = _launch.rows_forward(y, x, s, 0.0, 0, CONFIGS[0])
+    col_lse = c_full.double()
+    ref_g = torch.exp(logits - ref_lse[:, None]) + torch.exp(logits - col_lse[None, :])
+    ref_grad = s * ref_g @ y.double()  # (rows, d)
+    flops_fwd = 2 * 2 * b * b * d  # two directions, one (B, B, d) product each
+    print(f"B={b} d={d} bf16; fwd = 2 launches, bwd = 2 launches")
+    print("| m | n | d | dg | warps | fwd ms | fwd TFLOP/s | bwd ms | fwd+bwd ms | lse rel err | grad rel err |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for blocks in CONFIGS:
+        try:
+            r = _launch.rows_forward(x, y, s, 0.0, 0, blocks)
+            grad, _, _ = _launch.rows_backward(x, y, r, c_full, s, 0.0, 1.0, 0, blocks)
+            lse_err = float((r[:rows].double() - ref_lse).norm() / ref_lse.norm())
+            grad_err = float((grad[:rows].double() - ref_grad).norm() / ref_grad.norm())
+            fwd = median_ms(lambda: (_launch.rows_forward(x, y, s, 0.0, 0, blocks),
+                                     _launch.rows_forward(y, x, s, 0.0, 0, blocks)))
+            bwd = median_ms(lambda: (_launch.rows_backward(x, y, r_full, c_full, s, 0.0, 1.0, 0, blocks),
+                                     _launch.rows_backward(y, x, c_full, r_full, s, 0.0, 1.0, 0, blocks)))
+        except Exception as exc:  # e.g. out of shared memory for this tile shape
+            print(f"| {blocks.m} | {blocks.n} | {blocks.d} | {blocks.dg} | {blocks.num_warps} | failed: "
+                  f"{type(exc).__name__}: {str(exc)[:120]} |||||", flush=True)
+            continue
+        print(f"| {blocks.m} | {blocks.n} | {blocks.d} | {blocks.dg} | {blocks.num_warps} | {fwd:.2f} | "
+              f"{flops_fwd / fwd / 1e9:.0f} | {bwd:.2f} | {fwd + bwd:.2f} | {lse_err:.1e} | {grad_err:.1e} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
