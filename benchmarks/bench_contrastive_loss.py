@@ -61,7 +61,7 @@ def implementations(device: str, smoke: bool) -> dict[str, LossFn | str]:
     return impls
 
 
-def _timer(device: str) -> Callable[[Callable[[], object]], float]:
+def make_timer(device: str) -> Callable[[Callable[[], object]], float]:
     def cuda_ms(fn: Callable[[], object]) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -92,10 +92,16 @@ def median_ms(fn: Callable[[], object], timer, budget_ms: float = 1500.0, max_re
     return statistics.median(times), times
 
 
+def unit_features(b: int, d: int, dtype: torch.dtype, device: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two (B, d) batches of random unit rows in `dtype`, like L2-normalised image and text embeddings."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype)
+    y = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype)
+    return x, y
+
+
 def measure(fn: LossFn, b: int, d: int, dtype: torch.dtype, device: str, timer) -> dict:
-    g = torch.Generator(device=device).manual_seed(0)
-    x = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype).requires_grad_(True)
-    y = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype).requires_grad_(True)
+    x, y = (t.requires_grad_(True) for t in unit_features(b, d, dtype, device, seed=0))
     row: dict = {"B": b, "d": d}
     try:
         if device == "cuda":
@@ -164,9 +170,7 @@ def environment(device: str) -> dict:
 
 def agreement(fn: LossFn, b: int, d: int, dtype: torch.dtype, device: str) -> dict:
     """Relative error of the loss and of both gradients against naive_info_nce in float64 on the same inputs."""
-    g = torch.Generator(device=device).manual_seed(1)
-    x = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype)
-    y = F.normalize(torch.randn(b, d, device=device, generator=g), dim=1).to(dtype)
+    x, y = unit_features(b, d, dtype, device, seed=1)
     out = {}
     for name, cast in (("ref", torch.float64), ("impl", dtype)):
         xi, yi = x.to(cast).requires_grad_(True), y.to(cast).requires_grad_(True)
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes, fused_sizes, dims = args.batch_sizes, args.fused_batch_sizes, args.dims
     if args.smoke:
         sizes, fused_sizes, dims = [64, 128], [256], [32]
-    timer = _timer(device)
+    timer = make_timer(device)
     impls = implementations(device, args.smoke)
     skipped = {k: v for k, v in impls.items() if isinstance(v, str)}
     first = ("mmlab_triton", "torch_compile", "naive_eager")  # the slow baselines last: a cut-short run keeps these

@@ -10,11 +10,10 @@ defaults in `mmlab.kernels._launch`; the table printed here is recorded in bench
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 
 import torch
-import torch.nn.functional as F
+from bench_contrastive_loss import make_timer, median_ms, unit_features  # sibling script (same folder on sys.path)
 
 from mmlab.kernels import _launch
 from mmlab.kernels._launch import Blocks
@@ -32,19 +31,6 @@ CONFIGS = [
 ]
 
 
-def median_ms(fn, reps: int = 10) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--B", type=int, default=32768)
@@ -54,9 +40,8 @@ def main(argv=None) -> int:
         print("tune_contrastive_blocks: needs a CUDA GPU", file=sys.stderr)
         return 2
     b, d, s = args.B, args.d, 1 / 0.07
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = F.normalize(torch.randn(b, d, device="cuda", generator=g), dim=1).bfloat16()
-    y = F.normalize(torch.randn(b, d, device="cuda", generator=g), dim=1).bfloat16()
+    timer = make_timer("cuda")
+    x, y = unit_features(b, d, torch.bfloat16, "cuda", seed=0)
     # float64 reference on a slice of rows (the full B x B float64 matrix would not fit)
     rows = 1024
     logits = s * x[:rows].double() @ y.double().T  # (rows, B)
@@ -76,10 +61,10 @@ def main(argv=None) -> int:
             grad, _, _ = _launch.rows_backward(x, y, r, c_full, s, 0.0, 1.0, 0, blocks)
             lse_err = float((r[:rows].double() - ref_lse).norm() / ref_lse.norm())
             grad_err = float((grad[:rows].double() - ref_grad).norm() / ref_grad.norm())
-            fwd = median_ms(lambda: (_launch.rows_forward(x, y, s, 0.0, 0, blocks),
-                                     _launch.rows_forward(y, x, s, 0.0, 0, blocks)))
-            bwd = median_ms(lambda: (_launch.rows_backward(x, y, r_full, c_full, s, 0.0, 1.0, 0, blocks),
-                                     _launch.rows_backward(y, x, c_full, r_full, s, 0.0, 1.0, 0, blocks)))
+            fwd, _ = median_ms(lambda: (_launch.rows_forward(x, y, s, 0.0, 0, blocks),
+                                        _launch.rows_forward(y, x, s, 0.0, 0, blocks)), timer)
+            bwd, _ = median_ms(lambda: (_launch.rows_backward(x, y, r_full, c_full, s, 0.0, 1.0, 0, blocks),
+                                        _launch.rows_backward(y, x, c_full, r_full, s, 0.0, 1.0, 0, blocks)), timer)
         except Exception as exc:  # e.g. out of shared memory for this tile shape
             print(f"| {blocks.m} | {blocks.n} | {blocks.d} | {blocks.dg} | {blocks.num_warps} | failed: "
                   f"{type(exc).__name__}: {str(exc)[:120]} |||||", flush=True)

@@ -128,3 +128,21 @@ def test_column_without_positive_is_an_error():
     mask = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.bool)
     with pytest.raises(ValueError, match="column 1 has no positive"):
         info_nce(x, y, 1.0, positive_mask=mask)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_chunked_info_nce_equals_reference(with_mask):
+    from mmlab.kernels.info_nce import info_nce_chunked
+
+    x, y = _feats(b=11, d=7, seed=3, dtype=torch.float32)
+    mask = (torch.eye(11, dtype=torch.bool) | (torch.arange(11)[:, None] == (torch.arange(11)[None, :] + 1) % 11)
+            if with_mask else None)
+    results = []
+    for fn in (lambda *a: info_nce(*a, positive_mask=mask), lambda *a: info_nce_chunked(*a, positive_mask=mask, chunk=4)):
+        xi, yi = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        scale = torch.tensor(7.0, requires_grad=True)
+        loss = fn(xi, yi, scale)  # chunk 4 does not divide B = 11
+        loss.backward()
+        results.append([loss.detach(), xi.grad, yi.grad, scale.grad])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

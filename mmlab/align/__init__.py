@@ -1,4 +1,4 @@
-"""Contrastive alignment: losses (and, from the encoders work, the dual-encoder model)."""
+"""Contrastive alignment: the reference losses and the dual-encoder model."""
 from mmlab.align.losses import info_nce, siglip_loss
 from mmlab.align.model import DualEncoder, LearnableTemperature, contrastive_loss
 

@@ -51,13 +51,9 @@ def check_features(features: Tensor, name: str) -> Tensor:
 
 def contrastive_loss(kind: str, a: Tensor, b: Tensor, logit_scale: Tensor, logit_bias: Tensor | None = None,
                      positive_mask: Tensor | None = None, backend: str = "auto") -> Tensor:
-    """InfoNCE or SigLIP loss on (B, D) features via mmlab.kernels (Triton on CUDA, reference elsewhere)."""
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"batch mismatch: {a.shape[0]} vs {b.shape[0]} features")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"width mismatch: {a.shape[1]} vs {b.shape[1]}")
-    if not float(logit_scale.detach()) > 0:
-        raise ValueError(f"logit_scale must be positive, got {float(logit_scale.detach())}")
+    """InfoNCE or SigLIP loss on (B, D) features via mmlab.kernels (Triton on CUDA, reference elsewhere).
+
+    Shapes, finiteness and a positive logit_scale are checked by the losses themselves."""
     if kind == "info_nce":
         return kernels.info_nce(a, b, logit_scale, positive_mask=positive_mask, backend=backend)
     if kind == "siglip":

@@ -73,17 +73,23 @@ def _positive_term(x: Tensor, y: Tensor, scale: Tensor, positive_mask: Tensor | 
     return scale * (xf * (w @ yf)).sum()
 
 
-def info_nce_chunked(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
-                     positive_mask: Tensor | None = None, chunk: int = 1024) -> Tensor:
-    """The same loss as the reference in plain PyTorch, chunk rows at a time (a baseline, and the idea)."""
+def _loss_from_lse_sum(lse_sum, image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
+                       positive_mask: Tensor | None) -> Tensor:
+    """Check the inputs, then (lse_sum(x, y, scale) - positive term) / 2B for any implementation of lse_sum."""
     check_pair(image_features, text_features)
     check_scalar(logit_scale, "logit_scale", positive=True)
     if positive_mask is not None:
         check_positive_mask(positive_mask, image_features.shape[0], image_features.device)
     x, y = image_features, text_features
     scale = _launch.scalar_tensor(logit_scale, x)
-    lse = lse_sum_chunked(x, y, scale, chunk)
-    return (lse - _positive_term(x, y, scale, positive_mask)) / (2 * x.shape[0])
+    return (lse_sum(x, y, scale) - _positive_term(x, y, scale, positive_mask)) / (2 * x.shape[0])
+
+
+def info_nce_chunked(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
+                     positive_mask: Tensor | None = None, chunk: int = 1024) -> Tensor:
+    """The same loss as the reference in plain PyTorch, chunk rows at a time (a baseline, and the idea)."""
+    return _loss_from_lse_sum(lambda x, y, s: lse_sum_chunked(x, y, s, chunk), image_features, text_features,
+                              logit_scale, positive_mask)
 
 
 # 2. The Triton kernels live in mmlab.kernels._contrastive_tiles (imported on first use, so that
@@ -126,11 +132,5 @@ def info_nce(image_features: Tensor, text_features: Tensor, logit_scale: Tensor 
     """
     if not _launch.use_triton(backend, image_features):
         return info_nce_reference(image_features, text_features, logit_scale, positive_mask=positive_mask)
-    check_pair(image_features, text_features)
-    check_scalar(logit_scale, "logit_scale", positive=True)
-    if positive_mask is not None:
-        check_positive_mask(positive_mask, image_features.shape[0], image_features.device)
-    x, y = _launch.check_triton_inputs(image_features, text_features)
-    scale = _launch.scalar_tensor(logit_scale, x)
-    lse = _LSESumTriton.apply(x, y, scale, blocks)
-    return (lse - _positive_term(x, y, scale, positive_mask)) / (2 * x.shape[0])
+    return _loss_from_lse_sum(lambda x, y, s: _LSESumTriton.apply(*_launch.check_triton_inputs(x, y), s, blocks),
+                              image_features, text_features, logit_scale, positive_mask)

@@ -7,7 +7,6 @@ keeps one partial sum per row, the backward recomputes each tile. Extra memory O
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mmlab.align.losses import check_pair, check_scalar
@@ -15,27 +14,10 @@ from mmlab.align.losses import siglip_loss as siglip_loss_reference
 from mmlab.kernels import _launch
 from mmlab.kernels._launch import Blocks
 
-__all__ = ["siglip_loss", "siglip_loss_reference", "siglip_loss_chunked"]
+__all__ = ["siglip_loss", "siglip_loss_reference"]
 
 
-# 1. A PyTorch version of the tiling, written to teach (forward only; autograd keeps each chunk) --
-
-def siglip_loss_chunked(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
-                        logit_bias: Tensor | float, chunk: int = 1024) -> Tensor:
-    """The SigLIP sum accumulated over (chunk, B) logit blocks (under autograd each block is saved)."""
-    check_pair(image_features, text_features)
-    x, y = image_features.float(), text_features.float()
-    scale, bias = _launch.scalar_tensor(logit_scale, x), _launch.scalar_tensor(logit_bias, x)
-    total = x.new_zeros(())
-    for i in range(0, x.shape[0], chunk):
-        logits = scale * x[i:i + chunk] @ y.T + bias  # (chunk, B)
-        z = -torch.ones_like(logits)
-        idx = torch.arange(i, min(i + chunk, x.shape[0]), device=x.device)
-        z[idx - i, idx] = 1.0
-        total = total - F.logsigmoid(z * logits).sum()
-    return total / x.shape[0]
-
-
+# 1. Reference: mmlab.align.losses.siglip_loss (imported above as siglip_loss_reference).
 # 2./3. Kernels in mmlab.kernels._contrastive_tiles (LOSS=1), launchers in mmlab.kernels._launch.
 
 # 4. Autograd -----------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import math
 import numpy as np
 import torch
 
+from mmlab.preprocess._checks import positive_int
+
 _INT_SCALE = {torch.int16: 32768.0, torch.int32: 2147483648.0}
 
 
@@ -101,9 +103,8 @@ def resample(waveform, orig_sr: int, new_sr: int, lowpass_width: int = 32, rollo
     alias) reaching `lowpass_width` zero crossings each side. The signal is zero beyond its ends.
     """
     x = _check_waveform(waveform)
-    for name, sr in (("orig_sr", orig_sr), ("new_sr", new_sr)):
-        if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
-            raise ValueError(f"{name} must be a positive integer sample rate, got {sr!r}")
+    positive_int("orig_sr (samples per second)", orig_sr)
+    positive_int("new_sr (samples per second)", new_sr)
     if orig_sr == new_sr:
         return x.clone()
     g = math.gcd(orig_sr, new_sr)
@@ -128,12 +129,6 @@ def resample(waveform, orig_sr: int, new_sr: int, lowpass_width: int = 32, rollo
 
 # ---------------------------------------------------------------- STFT and mel
 
-def _check_fft(n_fft: int, hop_length: int) -> None:
-    for name, v in (("n_fft", n_fft), ("hop_length", hop_length)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
 def stft_power(waveform, n_fft: int = 400, hop_length: int = 160, power: float = 2.0) -> torch.Tensor:
     """|STFT|**power, (..., T) -> (..., 1 + n_fft // 2, 1 + T // hop_length), as librosa.
 
@@ -141,7 +136,8 @@ def stft_power(waveform, n_fft: int = 400, hop_length: int = 160, power: float =
     shorter than n_fft gives 1 + T // hop_length frames that are mostly padding). Periodic Hann window.
     """
     x = _check_waveform(waveform)
-    _check_fft(n_fft, hop_length)
+    positive_int("n_fft", n_fft)
+    positive_int("hop_length", hop_length)
     if not isinstance(power, (int, float)) or isinstance(power, bool) or power <= 0:
         raise ValueError(f"power must be a positive number (1 = magnitude, 2 = power), got {power!r}")
     lead, length = x.shape[:-1], x.shape[-1]
@@ -152,19 +148,21 @@ def stft_power(waveform, n_fft: int = 400, hop_length: int = 160, power: float =
     return spec.reshape(*lead, *spec.shape[-2:])  # (..., freq, frames)
 
 
+# Slaney's mel scale: 200/3 Hz per mel below 1 kHz, then a constant ratio of 6.4 every 27 mels.
+_HZ_PER_MEL, _MIN_LOG_HZ, _LOG_STEP = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _HZ_PER_MEL
+
+
 def hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
     """Slaney mel scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above."""
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
-    mel = hz / f_sp
-    return torch.where(hz >= min_log_hz, min_log_hz / f_sp + torch.log(hz.clamp(min=1e-10) / min_log_hz) / logstep,
-                       mel)
+    return torch.where(hz >= _MIN_LOG_HZ, _MIN_LOG_MEL + torch.log(hz.clamp(min=1e-10) / _MIN_LOG_HZ) / _LOG_STEP,
+                       hz / _HZ_PER_MEL)
 
 
 def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
     """Inverse of `hz_to_mel`."""
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
-    min_log_mel = min_log_hz / f_sp
-    return torch.where(mel >= min_log_mel, min_log_hz * torch.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+    return torch.where(mel >= _MIN_LOG_MEL, _MIN_LOG_HZ * torch.exp(_LOG_STEP * (mel - _MIN_LOG_MEL)),
+                       _HZ_PER_MEL * mel)
 
 
 def mel_filterbank(sample_rate: float, n_fft: int, n_mels: int = 80, f_min: float = 0.0, f_max: float | None = None,
@@ -175,9 +173,8 @@ def mel_filterbank(sample_rate: float, n_fft: int, n_mels: int = 80, f_min: floa
     between f_min and f_max); each is scaled by 2 / (its width in Hz) so every filter has the same area.
     """
     sr = _check_sample_rate(sample_rate)
-    _check_fft(n_fft, 1)
-    if isinstance(n_mels, bool) or not isinstance(n_mels, int) or n_mels <= 0:
-        raise ValueError(f"n_mels must be a positive integer, got {n_mels!r}")
+    positive_int("n_fft", n_fft)
+    positive_int("n_mels", n_mels)
     f_max = sr / 2 if f_max is None else float(f_max)
     if not 0 <= f_min < f_max:
         raise ValueError(f"need 0 <= f_min < f_max, got f_min={f_min}, f_max={f_max}")
@@ -200,8 +197,7 @@ def mel_filterbank(sample_rate: float, n_fft: int, n_mels: int = 80, f_min: floa
 def mel_spectrogram(waveform, sample_rate: float, n_fft: int = 400, hop_length: int = 160, n_mels: int = 80,
                     f_min: float = 0.0, f_max: float | None = None, power: float = 2.0) -> torch.Tensor:
     """Mel spectrogram (..., T) -> (..., n_mels, 1 + T // hop_length), equal to librosa.feature.melspectrogram."""
-    x = _check_waveform(waveform)
-    spec = stft_power(x, n_fft=n_fft, hop_length=hop_length, power=power)  # (..., F, frames)
+    spec = stft_power(waveform, n_fft=n_fft, hop_length=hop_length, power=power)  # (..., F, frames)
     fb = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max, dtype=spec.dtype, device=spec.device)
     return torch.matmul(fb, spec)  # (..., n_mels, frames)
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mmlab.preprocess._checks import positive_int
+
 # ImageNet channel statistics used by torchvision's pretrained models and most ViTs
 # (torchvision docs, "Models and pre-trained weights": mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _check_patch_size(patch_size: int) -> None:
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
-        raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -33,7 +30,7 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     Patches are in row-major order (left to right, then top to bottom), each flattened
     in (C, p, p) order, so a linear layer on them equals a stride-p convolution.
     """
-    _check_patch_size(patch_size)
+    positive_int("patch_size", patch_size)
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"patchify expects images of shape (B, C, H, W), got {shape}")
@@ -49,7 +46,7 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 def unpatchify(patches: torch.Tensor, patch_size: int, image_size: int | tuple[int, int]) -> torch.Tensor:
     """Inverse of `patchify`: (B, N, C*p*p) -> (B, C, H, W) for ``image_size`` H or (H, W)."""
-    _check_patch_size(patch_size)
+    positive_int("patch_size", patch_size)
     h, w = _pair(image_size)
     p = patch_size
     if not isinstance(patches, torch.Tensor) or patches.dim() != 3:
@@ -86,8 +83,7 @@ def sincos_pos_embed_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
     Vision Learners"). No CLS row: prepend zeros if you need one.
     """
     for name, value in (("grid_h", grid_h), ("grid_w", grid_w), ("dim", dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int(name, value)
     if dim % 4:
         raise ValueError(f"dim must be a multiple of 4 for 2-D sin-cos embeddings, got {dim}")
     rows = torch.arange(grid_h).repeat_interleave(grid_w)  # (N,) row index of each patch
@@ -114,8 +110,7 @@ def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize the short side to ``size`` (bilinear, antialiased) then centre-crop: (..., C, H, W) -> (..., C, size, size)."""
     if not isinstance(images, torch.Tensor) or images.dim() < 3:
         raise ValueError(f"resize_center_crop expects (..., C, H, W) images, got {getattr(images, 'shape', type(images))}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    positive_int("size", size)
     lead = images.shape[:-3]
     c, h, w = images.shape[-3:]
     x = images.reshape(-1, c, h, w).float()  # (B, C, H, W)

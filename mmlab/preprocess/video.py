@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from mmlab.preprocess._checks import positive_int
 from mmlab.preprocess.image import patchify
 
 STRATEGIES = ("uniform", "fps", "random")
@@ -20,12 +21,6 @@ def _check_video(video: torch.Tensor) -> None:
         raise ValueError(f"video has no frames (shape {tuple(video.shape)})")
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def frame_indices(num_available: int, num_frames: int, strategy: str = "uniform", fps: float | None = None,
                   target_fps: float | None = None, generator: torch.Generator | None = None,
                   pad: str = "error") -> torch.Tensor:
@@ -38,8 +33,8 @@ def frame_indices(num_available: int, num_frames: int, strategy: str = "uniform"
     A video with too few frames raises a ValueError with pad="error"; with pad="repeat_last" the
     missing samples repeat the last frame (uniform/random then use every frame once, in order).
     """
-    t = _positive_int("number of video frames", num_available)
-    n = _positive_int("num_frames", num_frames)
+    t = positive_int("number of video frames", num_available)
+    n = positive_int("num_frames", num_frames)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if pad not in PAD_MODES:
@@ -99,8 +94,8 @@ def tubeletify(video: torch.Tensor, t: int = 2, p: int = 16) -> torch.Tensor:
     (C, t, p, p) order, so a linear layer on it equals nn.Conv3d(C, D, (t, p, p), stride=(t, p, p))
     applied to video.transpose(1, 2) (the (B, C, T, H, W) layout), flattened and transposed.
     """
-    _positive_int("t", t)
-    _positive_int("p", p)
+    positive_int("t", t)
+    positive_int("p", p)
     if not isinstance(video, torch.Tensor) or video.dim() != 5:
         shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
         raise ValueError(f"tubeletify expects (B, T, C, H, W), got {shape} (use video[None] for one video)")
