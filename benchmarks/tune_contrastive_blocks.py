@@ -46,10 +46,11 @@ def main(argv=None) -> int:
     rows = 1024
     logits = s * x[:rows].double() @ y.double().T  # (rows, B)
     ref_lse = torch.logsumexp(logits, dim=1)
-    r_full = _launch.rows_forward(x, y, s, 0.0, 0, CONFIGS[0])
-    c_full = _launch.rows_forward(y, x, s, 0.0, 0, CONFIGS[0])
+    r_full, _ = _launch.rows_forward(x, y, s, 0.0, 0, CONFIGS[0])
+    c_full, _ = _launch.rows_forward(y, x, s, 0.0, 0, CONFIGS[0])
     col_lse = c_full.double()
     ref_g = torch.exp(logits - ref_lse[:, None]) + torch.exp(logits - col_lse[None, :])
+    ref_g.diagonal().sub_(2.0)  # the positives, folded into the kernels as in info_nce
     ref_grad = s * ref_g @ y.double()  # (rows, d)
     flops_fwd = 2 * 2 * b * b * d  # two directions, one (B, B, d) product each
     print(f"B={b} d={d} bf16; fwd = 2 launches, bwd = 2 launches")
@@ -57,14 +58,15 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for blocks in CONFIGS:
         try:
-            r = _launch.rows_forward(x, y, s, 0.0, 0, blocks)
-            grad, _, _ = _launch.rows_backward(x, y, r, c_full, s, 0.0, 1.0, 0, blocks)
+            r, _ = _launch.rows_forward(x, y, s, 0.0, 0, blocks, diagonal=True)
+            grad, _, _ = _launch.rows_backward(x, y, r, c_full, s, 0.0, 1.0, 0, blocks, diagonal=True)
             lse_err = float((r[:rows].double() - ref_lse).norm() / ref_lse.norm())
             grad_err = float((grad[:rows].double() - ref_grad).norm() / ref_grad.norm())
-            fwd, _ = median_ms(lambda: (_launch.rows_forward(x, y, s, 0.0, 0, blocks),
+            fwd, _ = median_ms(lambda: (_launch.rows_forward(x, y, s, 0.0, 0, blocks, diagonal=True),
                                         _launch.rows_forward(y, x, s, 0.0, 0, blocks)), timer)
-            bwd, _ = median_ms(lambda: (_launch.rows_backward(x, y, r_full, c_full, s, 0.0, 1.0, 0, blocks),
-                                        _launch.rows_backward(y, x, c_full, r_full, s, 0.0, 1.0, 0, blocks)), timer)
+            bwd, _ = median_ms(lambda: (_launch.rows_backward(x, y, r_full, c_full, s, 0.0, 1.0, 0, blocks, True),
+                                        _launch.rows_backward(y, x, c_full, r_full, s, 0.0, 1.0, 0, blocks, True)),
+                               timer)
         except Exception as exc:  # e.g. out of shared memory for this tile shape
             print(f"| {blocks.m} | {blocks.n} | {blocks.d} | {blocks.dg} | {blocks.num_warps} | failed: "
                   f"{type(exc).__name__}: {str(exc)[:120]} |||||", flush=True)

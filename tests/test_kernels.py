@@ -90,6 +90,22 @@ def test_wide_features_and_default_blocks():
     torch.testing.assert_close(info_nce(x, y, 2.0, backend="triton"), ref_info_nce(x, y, 2.0))  # default blocks
 
 
+def test_only_o_b_extra_is_saved_for_backward():
+    """Beyond the features themselves, autograd keeps O(B) floats: no (B, D) float32 copies, no (B, B) tiles."""
+    b = 40
+    x, y = (t.requires_grad_(True) for t in _inputs(b, 24, torch.bfloat16, seed=7))
+    scale = torch.tensor(5.0, device=DEVICE, requires_grad=True)
+    for loss_fn in (lambda: info_nce(x, y, scale, backend="triton", blocks=SMALL),
+                    lambda: siglip_loss(x, y, scale, -1.0, backend="triton", blocks=SMALL)):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            loss = loss_fn()
+        extra = [t for t in saved if t.data_ptr() not in (x.data_ptr(), y.data_ptr())]
+        assert sum(t.numel() for t in extra) <= 2 * b + 2, [(tuple(t.shape), t.dtype) for t in extra]
+        loss.backward()  # and the saved state suffices for the gradients
+        assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
+
+
 def test_float_scalars_and_non_contiguous_inputs():
     x, y = _inputs(33, 24, torch.float32, seed=5)
     xt = x.T.contiguous().T  # same values, transposed strides

@@ -5,7 +5,9 @@ of `a`, walks over `b` in BLOCK_N-row tiles, and builds each (BLOCK_M, BLOCK_N) 
 BLOCK_D-wide slices of the features, so the B x B matrix never exists in memory.
 
 LOSS = 0 (InfoNCE): forward keeps an online log-sum-exp per row; backward recomputes the tile and
-                    turns it into G_ij = exp(l_ij - lse_a_i) + exp(l_ij - lse_b_j).
+                    turns it into G_ij = exp(l_ij - lse_a_i) + exp(l_ij - lse_b_j) - 2·δ_ij. With
+                    DIAGONAL the forward also writes the positives l_ii and the backward includes the
+                    -2·δ_ij of their gradient (without it, a caller adds its own positive term).
 LOSS = 1 (SigLIP):  forward sums softplus(-z_ij (l_ij + bias)) per row, z = +1 on the diagonal, -1
                     elsewhere; backward uses G_ij = -z_ij * sigmoid(-z_ij (l_ij + bias)).
 The column-wise quantities (text -> image) are the same kernels with a and b swapped.
@@ -33,10 +35,13 @@ def _logit_tile(a_ptr, b_ptr, rows, cols, rmask, cmask, D,
 
 
 @triton.jit
-def rows_forward_kernel(a_ptr, b_ptr, out_ptr, B, D, scale, bias,
-                        LOSS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+def rows_forward_kernel(a_ptr, b_ptr, out_ptr, diag_ptr, B, D, scale, bias,
+                        LOSS: tl.constexpr, DIAGONAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_D: tl.constexpr, CAST_FP32: tl.constexpr, PRECISION: tl.constexpr):
-    """out[i] = LSE_j l_ij (LOSS 0) or sum_j softplus(-z_ij (l_ij + bias)) (LOSS 1), for the rows of a."""
+    """out[i] = LSE_j l_ij (LOSS 0) or sum_j softplus(-z_ij (l_ij + bias)) (LOSS 1), for the rows of a.
+
+    With DIAGONAL, also diag[i] = l_ii = s·<a_i, b_i>, as a row-wise dot after the walk over the tiles.
+    """
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < B
@@ -62,12 +67,21 @@ def rows_forward_kernel(a_ptr, b_ptr, out_ptr, B, D, scale, bias,
     else:
         result = run_sum
     tl.store(out_ptr + rows, result, mask=rmask)
+    if DIAGONAL:
+        diag = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for k0 in range(0, D, BLOCK_D):
+            ks = k0 + tl.arange(0, BLOCK_D)
+            m = rmask[:, None] & (ks < D)[None, :]
+            a = tl.load(a_ptr + rows[:, None] * D + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            b = tl.load(b_ptr + rows[:, None] * D + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            diag += tl.sum(a * b, axis=1)
+        tl.store(diag_ptr + rows, scale * diag, mask=rmask)
 
 
 @triton.jit
 def rows_backward_kernel(a_ptr, b_ptr, lse_a_ptr, lse_b_ptr, grad_ptr, dot_part_ptr, sum_part_ptr,
                          B, D, scale, bias, coef,
-                         LOSS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         LOSS: tl.constexpr, DIAGONAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          BLOCK_D: tl.constexpr, BLOCK_DG: tl.constexpr,
                          CAST_FP32: tl.constexpr, PRECISION: tl.constexpr):
     """grad_a[i] = coef * s * sum_j G_ij b_j, written BLOCK_DG columns at a time (tiles recomputed).
@@ -95,6 +109,8 @@ def rows_backward_kernel(a_ptr, b_ptr, lse_a_ptr, lse_b_ptr, grad_ptr, dot_part_
             if LOSS == 0:
                 lse_b = tl.load(lse_b_ptr + cols, mask=cmask, other=0.0)
                 g = tl.exp(logits - lse_a[:, None]) + tl.exp(logits - lse_b[None, :])
+                if DIAGONAL:
+                    g -= tl.where(rows[:, None] == cols[None, :], 2.0, 0.0)
             else:
                 z = tl.where(rows[:, None] == cols[None, :], 1.0, -1.0)
                 g = -z * tl.sigmoid(-z * (logits + bias))

@@ -92,22 +92,29 @@ def _settings(a: Tensor, blocks: Blocks | None, default: Blocks) -> tuple[Blocks
     return blocks, cast, precision
 
 
-def rows_forward(a: Tensor, b: Tensor, scale: float, bias: float, loss: int, blocks: Blocks | None) -> Tensor:
-    """(B,) float32: per-row LSE of s·a·bᵀ (loss 0) or per-row SigLIP sum (loss 1)."""
+def rows_forward(a: Tensor, b: Tensor, scale: float, bias: float, loss: int, blocks: Blocks | None,
+                 diagonal: bool = False) -> tuple[Tensor, Tensor | None]:
+    """(B,) float32 per-row LSE of s·a·bᵀ (loss 0) or per-row SigLIP sum (loss 1); with `diagonal`,
+    also the (B,) float32 positives s·<a_i, b_i> (else None)."""
     from mmlab.kernels import _contrastive_tiles as k
 
     blocks, cast, precision = _settings(a, blocks, FORWARD_BLOCKS)
     n, d = a.shape
     out = _empty(n, device=a.device, dtype=torch.float32)
+    diag = _empty(n, device=a.device, dtype=torch.float32) if diagonal else None
     grid = (-(-n // blocks.m),)
-    k.rows_forward_kernel[grid](a, b, out, n, d, scale, bias, LOSS=loss, BLOCK_M=blocks.m, BLOCK_N=blocks.n,
-                                BLOCK_D=blocks.d, CAST_FP32=cast, PRECISION=precision, num_warps=blocks.num_warps)
-    return out
+    k.rows_forward_kernel[grid](a, b, out, out if diag is None else diag, n, d, scale, bias, LOSS=loss,
+                                DIAGONAL=diagonal, BLOCK_M=blocks.m, BLOCK_N=blocks.n, BLOCK_D=blocks.d,
+                                CAST_FP32=cast, PRECISION=precision, num_warps=blocks.num_warps)
+    return out, diag
 
 
 def rows_backward(a: Tensor, b: Tensor, lse_a: Tensor | None, lse_b: Tensor | None, scale: float, bias: float,
-                  coef: float, loss: int, blocks: Blocks | None) -> tuple[Tensor, Tensor, Tensor]:
-    """grad_a (B, D) in a's dtype, plus per-row float32 partials of coef·sum_j G_ij<a_i,b_j> and coef·sum_j G_ij."""
+                  coef: float, loss: int, blocks: Blocks | None,
+                  diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """grad_a (B, D) in a's dtype, plus per-row float32 partials of coef·sum_j G_ij<a_i,b_j> and coef·sum_j G_ij.
+
+    `diagonal` (InfoNCE): G includes the -2·δ_ij of the positives' gradient."""
     from mmlab.kernels import _contrastive_tiles as k
 
     blocks, cast, precision = _settings(a, blocks, BACKWARD_BLOCKS)
@@ -119,7 +126,7 @@ def rows_backward(a: Tensor, b: Tensor, lse_a: Tensor | None, lse_b: Tensor | No
         lse_a = lse_b = dot_part
     grid = (-(-n // blocks.m),)
     k.rows_backward_kernel[grid](a, b, lse_a, lse_b, grad, dot_part, sum_part, n, d, scale, bias, coef,
-                                 LOSS=loss, BLOCK_M=blocks.m, BLOCK_N=blocks.n, BLOCK_D=blocks.d,
+                                 LOSS=loss, DIAGONAL=diagonal, BLOCK_M=blocks.m, BLOCK_N=blocks.n, BLOCK_D=blocks.d,
                                  BLOCK_DG=blocks.dg, CAST_FP32=cast, PRECISION=precision,
                                  num_warps=blocks.num_warps)
     return grad, dot_part, sum_part

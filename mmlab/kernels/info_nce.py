@@ -2,10 +2,11 @@
 
 With l_ij = s·<x_i, y_j>, r_i = LSE_j l_ij (image -> text) and c_j = LSE_i l_ij (text -> image):
 
-    loss = (sum_i r_i + sum_j c_j - 2·sum_i l_ii) / (2B)
+    loss = (sum_i (r_i + c_i - 2·l_ii)) / (2B)
 
-and d loss / d l_ij = (exp(l_ij - r_i) + exp(l_ij - c_j) - 2·δ_ij) / (2B). Only r and c (O(B)) are kept
-between forward and backward; the backward recomputes each logit tile (flash-attention style).
+and d loss / d l_ij = (exp(l_ij - r_i) + exp(l_ij - c_j) - 2·δ_ij) / (2B). Only r, c and the positives
+l_ii (O(B)) are kept between forward and backward; the backward recomputes each logit tile
+(flash-attention style) and folds the positives' -2·δ_ij into the same tiles, so no (B, D) temporaries.
 
 positive_mask: the LSE part is the same; only the positive term changes to sum_ij W_ij l_ij with
 W = M / rowcount + M / colcount, computed in PyTorch from the (already B x B) mask. So the mask path
@@ -21,27 +22,31 @@ from mmlab.align.losses import info_nce as info_nce_reference
 from mmlab.kernels import _launch
 from mmlab.kernels._launch import Blocks
 
-__all__ = ["info_nce", "info_nce_reference", "info_nce_chunked", "lse_sum_chunked"]
+__all__ = ["info_nce", "info_nce_reference", "info_nce_chunked"]
 
 
 # 1. A PyTorch version of the tiling, written to teach (and used as the "chunked" baseline) ----------
 
-def _lse_rows_chunked(a: Tensor, b: Tensor, scale: Tensor, chunk: int) -> Tensor:
-    """Row-wise LSE of s·a·bᵀ, `chunk` rows at a time: holds (chunk, B) logits, never (B, B)."""
-    return torch.cat([torch.logsumexp(scale * a[i:i + chunk].float() @ b.float().T, dim=1)
-                      for i in range(0, a.shape[0], chunk)])  # (B,)
+def _lse_rows_chunked(a: Tensor, b: Tensor, scale: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+    """Row-wise LSE of s·a·bᵀ and its diagonal, `chunk` rows at a time: holds (chunk, B) logits, never (B, B)."""
+    lse, diag = [], []
+    for i in range(0, a.shape[0], chunk):
+        logits = scale * a[i:i + chunk].float() @ b.float().T  # (chunk, B)
+        lse.append(torch.logsumexp(logits, dim=1))
+        diag.append(logits.diagonal(offset=i))
+    return torch.cat(lse), torch.cat(diag)  # (B,), (B,)
 
 
-class _LSESumChunked(torch.autograd.Function):
-    """sum_i r_i + sum_j c_j with a chunked forward and a recomputing backward (O(chunk·B) memory)."""
+class _InfoNCESumChunked(torch.autograd.Function):
+    """sum_i (r_i + c_i) [- 2·l_ii with `diagonal`]: chunked forward, recomputing backward (O(chunk·B) memory)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, scale: Tensor, chunk: int) -> Tensor:
-        r = _lse_rows_chunked(x, y, scale, chunk)  # (B,)
-        c = _lse_rows_chunked(y, x, scale, chunk)  # (B,)
+    def forward(ctx, x: Tensor, y: Tensor, scale: Tensor, diagonal: bool, chunk: int) -> Tensor:
+        r, diag = _lse_rows_chunked(x, y, scale, chunk)  # (B,) each
+        c, _ = _lse_rows_chunked(y, x, scale, chunk)  # (B,)
         ctx.save_for_backward(x, y, scale, r, c)
-        ctx.chunk = chunk
-        return r.sum() + c.sum()
+        ctx.chunk, ctx.diagonal = chunk, diagonal
+        return (r + c - 2 * diag).sum() if diagonal else r.sum() + c.sum()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -52,44 +57,44 @@ class _LSESumChunked(torch.autograd.Function):
         for i in range(0, x.shape[0], ctx.chunk):
             dots = xf[i:i + ctx.chunk] @ yf.T  # (chunk, B), recomputed
             logits = scale * dots
-            g = grad_out * (torch.exp(logits - r[i:i + ctx.chunk, None]) + torch.exp(logits - c[None, :]))
+            g = torch.exp(logits - r[i:i + ctx.chunk, None]) + torch.exp(logits - c[None, :])
+            if ctx.diagonal:
+                g.diagonal(offset=i).sub_(2.0)
+            g = grad_out * g
             dx[i:i + ctx.chunk] = scale * g @ yf
             dy += scale * g.T @ xf[i:i + ctx.chunk]
             dscale += (g * dots).sum()
-        return dx.to(x.dtype), dy.to(y.dtype), dscale if ctx.needs_input_grad[2] else None, None
+        return dx.to(x.dtype), dy.to(y.dtype), dscale if ctx.needs_input_grad[2] else None, None, None
 
 
-def lse_sum_chunked(x: Tensor, y: Tensor, scale: Tensor, chunk: int = 1024) -> Tensor:
-    return _LSESumChunked.apply(x, y, scale, chunk)
-
-
-def _positive_term(x: Tensor, y: Tensor, scale: Tensor, positive_mask: Tensor | None) -> Tensor:
-    """sum_ij W_ij l_ij: the diagonal (2·sum_i l_ii) without a mask, W = M/rowcount + M/colcount with one."""
-    xf, yf = x.float(), y.float()
-    if positive_mask is None:
-        return 2 * scale * (xf * yf).sum()
+def _masked_positive_term(x: Tensor, y: Tensor, scale: Tensor, positive_mask: Tensor) -> Tensor:
+    """sum_ij W_ij l_ij with W = M/rowcount + M/colcount (the diagonal's 2·sum_i l_ii when M = I)."""
     m = positive_mask.float()  # (B, B)
     w = m / m.sum(dim=1, keepdim=True) + m / m.sum(dim=0, keepdim=True)  # (B, B)
-    return scale * (xf * (w @ yf)).sum()
+    return scale * (x.float() * (w @ y.float())).sum()
 
 
-def _loss_from_lse_sum(lse_sum, image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
+def _info_nce_from_sum(info_nce_sum, image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
                        positive_mask: Tensor | None) -> Tensor:
-    """Check the inputs, then (lse_sum(x, y, scale) - positive term) / 2B for any implementation of lse_sum."""
+    """Check the inputs, then the loss from `info_nce_sum(x, y, scale, diagonal)` (any implementation):
+    with no mask it includes the positives itself; with a mask it returns the LSE sum and the mask term is added here."""
     check_pair(image_features, text_features)
     check_scalar(logit_scale, "logit_scale", positive=True)
-    if positive_mask is not None:
-        check_positive_mask(positive_mask, image_features.shape[0], image_features.device)
     x, y = image_features, text_features
     scale = _launch.scalar_tensor(logit_scale, x)
-    return (lse_sum(x, y, scale) - _positive_term(x, y, scale, positive_mask)) / (2 * x.shape[0])
+    if positive_mask is None:
+        total = info_nce_sum(x, y, scale, True)
+    else:
+        check_positive_mask(positive_mask, x.shape[0], x.device)
+        total = info_nce_sum(x, y, scale, False) - _masked_positive_term(x, y, scale, positive_mask)
+    return total / (2 * x.shape[0])
 
 
 def info_nce_chunked(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
                      positive_mask: Tensor | None = None, chunk: int = 1024) -> Tensor:
     """The same loss as the reference in plain PyTorch, chunk rows at a time (a baseline, and the idea)."""
-    return _loss_from_lse_sum(lambda x, y, s: lse_sum_chunked(x, y, s, chunk), image_features, text_features,
-                              logit_scale, positive_mask)
+    return _info_nce_from_sum(lambda x, y, s, diagonal: _InfoNCESumChunked.apply(x, y, s, diagonal, chunk),
+                              image_features, text_features, logit_scale, positive_mask)
 
 
 # 2. The Triton kernels live in mmlab.kernels._contrastive_tiles (imported on first use, so that
@@ -98,26 +103,26 @@ def info_nce_chunked(image_features: Tensor, text_features: Tensor, logit_scale:
 
 # 4. Autograd -----------------------------------------------------------------------------------
 
-class _LSESumTriton(torch.autograd.Function):
-    """sum_i r_i + sum_j c_j by the tiled kernels; saves only r and c (2·B floats)."""
+class _InfoNCESumTriton(torch.autograd.Function):
+    """sum_i (r_i + c_i) [- 2·l_ii with `diagonal`] by the tiled kernels; saves only r and c (2·B floats)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, scale: Tensor, blocks: Blocks | None) -> Tensor:
+    def forward(ctx, x: Tensor, y: Tensor, scale: Tensor, diagonal: bool, blocks: Blocks | None) -> Tensor:
         s = float(scale)
-        r = _launch.rows_forward(x, y, s, 0.0, loss=0, blocks=blocks)  # (B,) image -> text
-        c = _launch.rows_forward(y, x, s, 0.0, loss=0, blocks=blocks)  # (B,) text -> image
+        r, diag = _launch.rows_forward(x, y, s, 0.0, loss=0, blocks=blocks, diagonal=diagonal)  # (B,) image -> text
+        c, _ = _launch.rows_forward(y, x, s, 0.0, loss=0, blocks=blocks)  # (B,) text -> image
         ctx.save_for_backward(x, y, r, c)
-        ctx.scale, ctx.blocks = s, blocks
-        return r.sum() + c.sum()
+        ctx.scale, ctx.diagonal, ctx.blocks = s, diagonal, blocks
+        return (r + c - 2 * diag).sum() if diagonal else r.sum() + c.sum()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, y, r, c = ctx.saved_tensors
-        g = float(grad_out)
-        dx, dot_part, _ = _launch.rows_backward(x, y, r, c, ctx.scale, 0.0, g, loss=0, blocks=ctx.blocks)
-        dy, _, _ = _launch.rows_backward(y, x, c, r, ctx.scale, 0.0, g, loss=0, blocks=ctx.blocks)
+        g, s, diagonal = float(grad_out), ctx.scale, ctx.diagonal
+        dx, dot_part, _ = _launch.rows_backward(x, y, r, c, s, 0.0, g, loss=0, blocks=ctx.blocks, diagonal=diagonal)
+        dy, _, _ = _launch.rows_backward(y, x, c, r, s, 0.0, g, loss=0, blocks=ctx.blocks, diagonal=diagonal)
         dscale = dot_part.sum() if ctx.needs_input_grad[2] else None
-        return dx, dy, dscale, None
+        return dx, dy, dscale, None, None
 
 
 # 5. Public function -----------------------------------------------------------------------------
@@ -132,5 +137,6 @@ def info_nce(image_features: Tensor, text_features: Tensor, logit_scale: Tensor 
     """
     if not _launch.use_triton(backend, image_features):
         return info_nce_reference(image_features, text_features, logit_scale, positive_mask=positive_mask)
-    return _loss_from_lse_sum(lambda x, y, s: _LSESumTriton.apply(*_launch.check_triton_inputs(x, y), s, blocks),
-                              image_features, text_features, logit_scale, positive_mask)
+    return _info_nce_from_sum(
+        lambda x, y, s, diagonal: _InfoNCESumTriton.apply(*_launch.check_triton_inputs(x, y), s, diagonal, blocks),
+        image_features, text_features, logit_scale, positive_mask)

@@ -28,7 +28,7 @@ class _SigLIPSumTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, blocks: Blocks | None) -> Tensor:
         s, b = float(scale), float(bias)
-        per_row = _launch.rows_forward(x, y, s, b, loss=1, blocks=blocks)  # (B,)
+        per_row, _ = _launch.rows_forward(x, y, s, b, loss=1, blocks=blocks)  # (B,)
         ctx.save_for_backward(x, y)
         ctx.scale, ctx.bias, ctx.blocks = s, b, blocks
         return per_row.sum()
