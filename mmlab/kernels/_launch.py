@@ -130,3 +130,18 @@ def rows_backward(a: Tensor, b: Tensor, lse_a: Tensor | None, lse_b: Tensor | No
                                  BLOCK_DG=blocks.dg, CAST_FP32=cast, PRECISION=precision,
                                  num_warps=blocks.num_warps)
     return grad, dot_part, sum_part
+
+
+def backward_sides(x: Tensor, y: Tensor, lse_x: Tensor | None, lse_y: Tensor | None, scale: float, bias: float,
+                   coef: float, loss: int, blocks: Blocks | None, diagonal: bool,
+                   need_x: bool, need_y: bool) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor]:
+    """(grad_x or None, grad_y or None, dot_part, sum_part): one backward launch per feature that needs a gradient
+    (a locked tower costs nothing), at least one for the scalars' partials, which either side gives alike
+    (the y side sums the transposed tile)."""
+    grad_x = grad_y = partials = None
+    if need_x or not need_y:
+        grad_x, *partials = rows_backward(x, y, lse_x, lse_y, scale, bias, coef, loss, blocks, diagonal)
+    if need_y:
+        grad_y, *y_partials = rows_backward(y, x, lse_y, lse_x, scale, bias, coef, loss, blocks, diagonal)
+        partials = partials or y_partials
+    return (grad_x if need_x else None), grad_y, partials[0], partials[1]

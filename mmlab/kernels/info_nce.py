@@ -104,7 +104,8 @@ def info_nce_chunked(image_features: Tensor, text_features: Tensor, logit_scale:
 # 4. Autograd -----------------------------------------------------------------------------------
 
 class _InfoNCESumTriton(torch.autograd.Function):
-    """sum_i (r_i + c_i) [- 2·l_ii with `diagonal`] by the tiled kernels; saves only r and c (2·B floats)."""
+    """sum_i (r_i + c_i) [- 2·l_ii with `diagonal`] by the tiled kernels; saves only r and c (2·B floats).
+    The backward launches one kernel per feature that needs a gradient (one only for a locked tower)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, scale: Tensor, diagonal: bool, blocks: Blocks | None) -> Tensor:
@@ -118,10 +119,10 @@ class _InfoNCESumTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, y, r, c = ctx.saved_tensors
-        g, s, diagonal = float(grad_out), ctx.scale, ctx.diagonal
-        dx, dot_part, _ = _launch.rows_backward(x, y, r, c, s, 0.0, g, loss=0, blocks=ctx.blocks, diagonal=diagonal)
-        dy, _, _ = _launch.rows_backward(y, x, c, r, s, 0.0, g, loss=0, blocks=ctx.blocks, diagonal=diagonal)
-        dscale = dot_part.sum() if ctx.needs_input_grad[2] else None
+        need_x, need_y, need_scale = ctx.needs_input_grad[:3]
+        dx, dy, dot_part, _ = _launch.backward_sides(x, y, r, c, ctx.scale, 0.0, float(grad_out), 0, ctx.blocks,
+                                                     ctx.diagonal, need_x, need_y)
+        dscale = dot_part.sum() if need_scale else None
         return dx, dy, dscale, None, None
 
 

@@ -36,12 +36,11 @@ class _SigLIPSumTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, y = ctx.saved_tensors
-        g = float(grad_out)
-        dx, dot_part, sum_part = _launch.rows_backward(x, y, None, None, ctx.scale, ctx.bias, g, loss=1,
-                                                       blocks=ctx.blocks)
-        dy, _, _ = _launch.rows_backward(y, x, None, None, ctx.scale, ctx.bias, g, loss=1, blocks=ctx.blocks)
-        dscale = dot_part.sum() if ctx.needs_input_grad[2] else None
-        dbias = sum_part.sum() if ctx.needs_input_grad[3] else None
+        need_x, need_y, need_scale, need_bias = ctx.needs_input_grad[:4]
+        dx, dy, dot_part, sum_part = _launch.backward_sides(x, y, None, None, ctx.scale, ctx.bias, float(grad_out),
+                                                            1, ctx.blocks, False, need_x, need_y)
+        dscale = dot_part.sum() if need_scale else None
+        dbias = sum_part.sum() if need_bias else None
         return dx, dy, dscale, dbias, None
 
 
