@@ -4,9 +4,10 @@ With l_ij = s·<x_i, y_j>, r_i = LSE_j l_ij (image -> text) and c_j = LSE_i l_ij
 
     loss = (sum_i (r_i + c_i - 2·l_ii)) / (2B)
 
-and d loss / d l_ij = (exp(l_ij - r_i) + exp(l_ij - c_j) - 2·δ_ij) / (2B). Only r, c and the positives
-l_ii (O(B)) are kept between forward and backward; the backward recomputes each logit tile
-(flash-attention style) and folds the positives' -2·δ_ij into the same tiles, so no (B, D) temporaries.
+and d loss / d l_ij = (exp(l_ij - r_i) + exp(l_ij - c_j) - 2·δ_ij) / (2B). Only r and c (O(B)) are kept
+between forward and backward; the backward recomputes each logit tile (flash-attention style). The
+positives l_ii are computed by the forward kernel and their -2·δ_ij is folded into the backward's tiles,
+so no (B, D) temporaries are made beside the gradients.
 
 positive_mask: the LSE part is the same; only the positive term changes to sum_ij W_ij l_ij with
 W = M / rowcount + M / colcount, computed in PyTorch from the (already B x B) mask. So the mask path
