@@ -52,10 +52,10 @@ DIGEST_CODE = (
     "        h.update(json.dumps(v).encode())\n"
     "print(h.hexdigest())\n"
 )
-# The digest of DIGEST_CODE's batch on an Intel Xeon (Sapphire Rapids, AVX-512) with the pinned
-# stack, 2026-12-01; it agrees with every SIMD level numpy, torch and glibc can be switched to there.
-# An earlier value (f2f9e3be..., recorded on an AMD EPYC machine) did not reproduce on that machine:
-# the scalar-reference test below is what tells which side is off when this fails somewhere.
+# The digest of DIGEST_CODE's batch, the same on every x86-64 CPU: seen on an Intel Xeon (AVX-512) and
+# under qemu-x86_64 emulating an AMD EPYC-Rome and an Intel Haswell (AVX2), 2026-12-01. An earlier value
+# (f2f9e3be..., recorded on an AMD EPYC) came from torch.sqrt, whose MKL vector math differs between AMD and
+# Intel; the circle now uses numpy's IEEE sqrt. The scalar-reference test below tells which part drifted.
 GOLDEN = "c0a279955aa63bf3b4acf1fc3065c78a33610c60f9bb93fb2e892548d806504e"
 
 

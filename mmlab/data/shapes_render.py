@@ -32,7 +32,9 @@ NOISE_OFFSETS = 1 << 16
 
 
 def _circle(dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(dx * dx + dy * dy) - r
+    # Not torch.sqrt: on a CPU it runs MKL's vector math, which is not correctly rounded and gives other
+    # bits on AMD than on Intel processors. numpy's sqrt is the IEEE one, the same everywhere.
+    return torch.from_numpy(np.sqrt((dx * dx + dy * dy).numpy())) - r
 
 
 def _square(dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
