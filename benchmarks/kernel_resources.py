@@ -1,0 +1,76 @@
+"""Registers, spills and shared memory of the contrastive kernels, compiled for a GPU without one.
+
+    python benchmarks/kernel_resources.py            # sm_90 (H100/H200), bf16, the tile configurations of the tuner
+
+Triton compiles for a named target with the ptxas it ships, so this runs on a CPU-only machine; `ptxas -v`
+reports registers and spills per thread. Spills go to local memory: the first thing to look at when a kernel
+runs far below the matmul rate. Numbers depend on the Triton version (the GPU image has 3.6). What the numbers
+cost in time only a GPU run says (benchmarks/tune_contrastive_blocks.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas
+from triton.compiler import ASTSource
+from tune_contrastive_blocks import CONFIGS  # sibling script (same folder on sys.path)
+
+from mmlab.kernels import _contrastive_tiles as tiles
+from mmlab.kernels._launch import BACKWARD_BLOCKS, FORWARD_BLOCKS, Blocks
+
+FEATURES, STATS = "*bf16", "*fp32"
+FORWARD_SIGNATURE = {"a_ptr": FEATURES, "b_ptr": FEATURES, "out_ptr": STATS, "diag_ptr": STATS,
+                     "B": "i32", "D": "i32", "scale": "fp32", "bias": "fp32"}
+BACKWARD_SIGNATURE = {"a_ptr": FEATURES, "b_ptr": FEATURES, "lse_a_ptr": STATS, "lse_b_ptr": STATS,
+                      "grad_ptr": FEATURES, "dot_part_ptr": STATS, "sum_part_ptr": STATS,
+                      "B": "i32", "D": "i32", "scale": "fp32", "bias": "fp32", "coef": "fp32"}
+
+
+def resources(kernel, signature: dict, constants: dict, num_warps: int, capability: int) -> dict[str, int]:
+    """Registers per thread, spill stores and loads (bytes per thread) and Triton's shared memory of one kernel:
+    Triton writes the PTX, its own ptxas (-v) reports the rest."""
+    compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", capability, 32),
+                              options={"num_warps": num_warps})
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = os.path.join(tmp, "kernel.ptx")
+        with open(ptx, "w") as f:
+            f.write(compiled.asm["ptx"])
+        report = subprocess.run([get_ptxas(capability).path, f"-arch=sm_{capability}a", "-v", ptx,
+                                 "-o", os.path.join(tmp, "kernel.o")], capture_output=True, text=True, check=True).stderr
+    numbers = {key: int(re.search(rf"(\d+) {key}", report).group(1))
+               for key in ("registers", "bytes spill stores", "bytes spill loads")}
+    return {**numbers, "shared": compiled.metadata.shared}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--capability", type=int, default=90, help="CUDA compute capability, e.g. 90 for Hopper")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's current default, stated to silence its warning
+    print(f"triton {triton.__version__}, sm_{args.capability}, bf16 features, InfoNCE with the positives folded in")
+    print("| kernel | m | n | d | dg | warps | registers | spill stores (B) | spill loads (B) | shared (B) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows: list[tuple[str, Blocks]] = [("forward (default)", FORWARD_BLOCKS), ("backward (default)", BACKWARD_BLOCKS)]
+    rows += [("backward", blocks) for blocks in CONFIGS if blocks != BACKWARD_BLOCKS]
+    for name, b in rows:
+        common = {"LOSS": 0, "DIAGONAL": True, "BLOCK_M": b.m, "BLOCK_N": b.n, "BLOCK_D": b.d, "CAST_FP32": False,
+                  "PRECISION": "tf32"}
+        if name.startswith("forward"):
+            r = resources(tiles.rows_forward_kernel, FORWARD_SIGNATURE, common, b.num_warps, args.capability)
+        else:
+            r = resources(tiles.rows_backward_kernel, BACKWARD_SIGNATURE, {**common, "BLOCK_DG": b.dg}, b.num_warps,
+                          args.capability)
+        print(f"| {name} | {b.m} | {b.n} | {b.d} | {b.dg if name.startswith('backward') else ''} | {b.num_warps} | "
+              f"{r['registers']} | {r['bytes spill stores']} | {r['bytes spill loads']} | {r['shared']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
