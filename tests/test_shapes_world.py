@@ -82,7 +82,7 @@ def _splitmix64(x: int) -> int:
 
 def test_generator_equals_scalar_references():
     """Random numbers, sound tables and shape coverage against one-value-at-a-time recomputations
-    (Python ints, math.sin/exp, numpy float32): the vectorised paths must not depend on the CPU's SIMD."""
+    (Python ints, math.sin/exp, per-item numpy float32): the vectorised paths must not depend on the CPU."""
     idx = np.arange(0, 50, 3)
     seed_key = _splitmix64(7 ^ 0x5EED5EED5EED5EED)
     keys = [_splitmix64(_splitmix64((1 << rnd.INDEX_BITS) | int(i)) ^ seed_key) for i in idx]
