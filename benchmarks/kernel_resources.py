@@ -1,6 +1,7 @@
 """Registers, spills and shared memory of the contrastive kernels, compiled for a GPU without one.
 
-    python benchmarks/kernel_resources.py            # sm_90 (H100/H200), bf16, the tile configurations of the tuner
+    python benchmarks/kernel_resources.py                    # sm_90 (H100/H200), bf16, the tuner's tile configurations
+    python benchmarks/kernel_resources.py --dtype fp32       # float32 features (exact "ieee" dots, as the launcher uses)
 
 Triton compiles for a named target with the ptxas it ships, so this runs on a CPU-only machine; `ptxas -v`
 reports registers and spills per thread. Spills go to local memory: the first thing to look at when a kernel
@@ -25,12 +26,17 @@ from tune_contrastive_blocks import CONFIGS  # sibling script (same folder on sy
 from mmlab.kernels import _contrastive_tiles as tiles
 from mmlab.kernels._launch import BACKWARD_BLOCKS, FORWARD_BLOCKS, Blocks
 
-FEATURES, STATS = "*bf16", "*fp32"
-FORWARD_SIGNATURE = {"a_ptr": FEATURES, "b_ptr": FEATURES, "out_ptr": STATS, "diag_ptr": STATS,
-                     "B": "i32", "D": "i32", "scale": "fp32", "bias": "fp32"}
-BACKWARD_SIGNATURE = {"a_ptr": FEATURES, "b_ptr": FEATURES, "lse_a_ptr": STATS, "lse_b_ptr": STATS,
-                      "grad_ptr": FEATURES, "dot_part_ptr": STATS, "sum_part_ptr": STATS,
-                      "B": "i32", "D": "i32", "scale": "fp32", "bias": "fp32", "coef": "fp32"}
+
+
+def signatures(features: str) -> tuple[dict, dict]:
+    """Argument types of the forward and backward kernels for features of Triton type `features`."""
+    stats = "*fp32"
+    forward = {"a_ptr": features, "b_ptr": features, "out_ptr": stats, "diag_ptr": stats,
+               "B": "i32", "D": "i32", "scale": "fp32", "bias": "fp32"}
+    backward = {"a_ptr": features, "b_ptr": features, "lse_a_ptr": stats, "lse_b_ptr": stats,
+                "grad_ptr": features, "dot_part_ptr": stats, "sum_part_ptr": stats,
+                "B": "i32", "D": "i32", "scale": "fp32", "bias": "fp32", "coef": "fp32"}
+    return forward, backward
 
 
 def resources(kernel, signature: dict, constants: dict, num_warps: int, capability: int) -> dict[str, int]:
@@ -52,20 +58,22 @@ def resources(kernel, signature: dict, constants: dict, num_warps: int, capabili
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--capability", type=int, default=90, help="CUDA compute capability, e.g. 90 for Hopper")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="feature dtype")
     args = p.parse_args(argv)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's current default, stated to silence its warning
-    print(f"triton {triton.__version__}, sm_{args.capability}, bf16 features, InfoNCE with the positives folded in")
+    forward_signature, backward_signature = signatures("*" + args.dtype)
+    print(f"triton {triton.__version__}, sm_{args.capability}, {args.dtype} features, InfoNCE with the positives folded in")
     print("| kernel | m | n | d | dg | warps | registers | spill stores (B) | spill loads (B) | shared (B) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows: list[tuple[str, Blocks]] = [("forward (default)", FORWARD_BLOCKS), ("backward (default)", BACKWARD_BLOCKS)]
     rows += [("backward", blocks) for blocks in CONFIGS if blocks != BACKWARD_BLOCKS]
     for name, b in rows:
         common = {"LOSS": 0, "DIAGONAL": True, "BLOCK_M": b.m, "BLOCK_N": b.n, "BLOCK_D": b.d, "CAST_FP32": False,
-                  "PRECISION": "tf32"}
+                  "PRECISION": "ieee" if args.dtype == "fp32" else "tf32"}
         if name.startswith("forward"):
-            r = resources(tiles.rows_forward_kernel, FORWARD_SIGNATURE, common, b.num_warps, args.capability)
+            r = resources(tiles.rows_forward_kernel, forward_signature, common, b.num_warps, args.capability)
         else:
-            r = resources(tiles.rows_backward_kernel, BACKWARD_SIGNATURE, {**common, "BLOCK_DG": b.dg}, b.num_warps,
+            r = resources(tiles.rows_backward_kernel, backward_signature, {**common, "BLOCK_DG": b.dg}, b.num_warps,
                           args.capability)
         print(f"| {name} | {b.m} | {b.n} | {b.d} | {b.dg if name.startswith('backward') else ''} | {b.num_warps} | "
               f"{r['registers']} | {r['bytes spill stores']} | {r['bytes spill loads']} | {r['shared']} |", flush=True)
