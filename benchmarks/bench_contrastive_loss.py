@@ -1,12 +1,14 @@
 """Benchmark the symmetric InfoNCE loss on one GPU: naive eager, torch.compile, chunked PyTorch, Inf-CL, mmlab.
 
     python benchmarks/bench_contrastive_loss.py                    # CUDA: full run, writes JSON + markdown
+    python benchmarks/bench_contrastive_loss.py --loss siglip      # the SigLIP loss: naive eager, torch.compile, mmlab
     python benchmarks/bench_contrastive_loss.py --smoke            # CPU plumbing check (torch paths, tiny sizes)
 
 Per implementation, B and d (bf16 inputs): median ms of forward, backward and forward+backward (CUDA events),
 peak memory above the inputs and their gradients, TFLOP/s counting 6·B²·d per forward+backward and that rate
 as a fraction of a measured large bf16 matmul; then the largest B that fits at d = 512 for each implementation.
-Out-of-memory is recorded as "oom", never guessed. Results: benchmarks/results/contrastive_loss_<device>.{json,md}.
+Out-of-memory is recorded as "oom", never guessed. Results: benchmarks/results/contrastive_loss_<device>.{json,md}
+(siglip_loss_<device> for --loss siglip).
 """
 from __future__ import annotations
 
@@ -25,10 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from mmlab.kernels.info_nce import info_nce, info_nce_chunked
+from mmlab.kernels.siglip import siglip_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SCALE = 1 / 0.07
+SIGLIP_SCALE, SIGLIP_BIAS = 10.0, -10.0  # SigLIP's initial t' = log 10 and b = -10 (Zhai et al., 2023)
 
 
 def naive_info_nce(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -38,9 +42,27 @@ def naive_info_nce(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (F.cross_entropy(logits.float(), target) + F.cross_entropy(logits.T.float(), target)) / 2
 
 
-def implementations(device: str, smoke: bool) -> dict[str, LossFn | str]:
+def naive_siglip(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The textbook SigLIP loss: materialises the (B, B) logits and their float32 copy."""
+    logits = (SIGLIP_SCALE * x @ y.T + SIGLIP_BIAS).float()  # (B, B)
+    z = 2 * torch.eye(x.shape[0], device=x.device) - 1  # +1 on the diagonal, -1 elsewhere
+    return -F.logsigmoid(z * logits).sum() / x.shape[0]
+
+
+NAIVE = {"info_nce": naive_info_nce, "siglip": naive_siglip}
+
+
+def implementations(device: str, smoke: bool, loss: str = "info_nce") -> dict[str, LossFn | str]:
     """name -> loss function, or a string saying why it is skipped."""
-    impls: dict[str, LossFn | str] = {
+    if loss == "siglip":
+        impls: dict[str, LossFn | str] = {"naive_eager": naive_siglip}
+        if smoke:
+            impls["mmlab_torch_backend"] = lambda x, y: siglip_loss(x, y, SIGLIP_SCALE, SIGLIP_BIAS, backend="torch")
+            return impls
+        impls["torch_compile"] = torch.compile(naive_siglip)
+        impls["mmlab_triton"] = lambda x, y: siglip_loss(x, y, SIGLIP_SCALE, SIGLIP_BIAS, backend="triton")
+        return impls
+    impls = {
         "naive_eager": naive_info_nce,
         "chunked_torch": lambda x, y: info_nce_chunked(x, y, SCALE, chunk=4096 if not smoke else 32),
     }
@@ -168,13 +190,13 @@ def environment(device: str) -> dict:
     return env
 
 
-def agreement(fn: LossFn, b: int, d: int, dtype: torch.dtype, device: str) -> dict:
-    """Relative error of the loss and of both gradients against naive_info_nce in float64 on the same inputs."""
+def agreement(fn: LossFn, b: int, d: int, dtype: torch.dtype, device: str, reference: LossFn = naive_info_nce) -> dict:
+    """Relative error of the loss and of both gradients against `reference` in float64 on the same inputs."""
     x, y = unit_features(b, d, dtype, device, seed=1)
     out = {}
     for name, cast in (("ref", torch.float64), ("impl", dtype)):
         xi, yi = x.to(cast).requires_grad_(True), y.to(cast).requires_grad_(True)
-        loss = (naive_info_nce if name == "ref" else fn)(xi, yi)
+        loss = (reference if name == "ref" else fn)(xi, yi)
         loss.backward()
         out[name] = [loss.detach().double(), xi.grad.double(), yi.grad.double()]
     rel = lambda a, r: float((a - r).norm() / r.norm())
@@ -213,7 +235,7 @@ def largest_fitting_b(fn: LossFn, d: int, dtype: torch.dtype, device: str, start
 def to_markdown(report: dict) -> str:
     env = report["environment"]
     lines = [f"# Contrastive loss benchmark ({env['device']})", "",
-             "Symmetric InfoNCE, bf16 inputs, median of CUDA-event timings; extra memory = peak above inputs and grads; "
+             f"{report['loss_name']}, bf16 inputs, median of CUDA-event timings; extra memory = peak above inputs and grads; "
              "TFLOP/s counts 6·B²·d per forward+backward.", "",
              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              f"Measured matmul ({report['matmul_n']}³, {report['dtype']}): {report['matmul_tflops']:.1f} TFLOP/s", "",
@@ -246,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="largest B to try at d = 512 (doubling from the largest B already timed)")
     p.add_argument("--largest-max-seconds", type=float, default=30.0,
                    help="stop the largest-B search once one step takes longer than this")
+    p.add_argument("--loss", choices=tuple(NAIVE), default="info_nce")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
@@ -259,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         sizes, fused_sizes, dims = [64, 128], [256], [32]
     timer = make_timer(device)
-    impls = implementations(device, args.smoke)
+    impls = implementations(device, args.smoke, args.loss)
     skipped = {k: v for k, v in impls.items() if isinstance(v, str)}
     first = ("mmlab_triton", "torch_compile", "naive_eager")  # the slow baselines last: a cut-short run keeps these
     runnable = {k: v for k, v in sorted(impls.items(), key=lambda kv: first.index(kv[0]) if kv[0] in first else len(first))
@@ -267,14 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     lean = {"chunked_torch", "inf_cl", "mmlab_triton", "mmlab_torch_backend"}
 
     report = {"environment": environment(device), "dtype": str(dtype), "smoke": args.smoke, "rows": [],
+              "loss_name": {"info_nce": "Symmetric InfoNCE", "siglip": "SigLIP"}[args.loss],
               "skipped": skipped, "largest_b_d512": {}, "agreement": {}, "agreement_B": 64 if args.smoke else 4096}
     for name, fn in runnable.items():  # correct first: every implementation against float64 at a moderate size
-        report["agreement"][name] = agreement(fn, report["agreement_B"], dims[0], dtype, device)
+        report["agreement"][name] = agreement(fn, report["agreement_B"], dims[0], dtype, device, NAIVE[args.loss])
         print(name, "relative error vs float64:", report["agreement"][name], flush=True)
     report["matmul_n"] = 8192 if device == "cuda" else 256
     report["matmul_tflops"] = matmul_tflops(device, timer, n=report["matmul_n"])
     print(f"matmul: {report['matmul_tflops']:.2f} TFLOP/s", flush=True)
-    stem = "contrastive_loss_" + "".join(c if c.isalnum() else "_" for c in report["environment"]["device"]).strip("_")
+    stem = {"info_nce": "contrastive_loss_", "siglip": "siglip_loss_"}[args.loss] + "".join(c if c.isalnum() else "_" for c in report["environment"]["device"]).strip("_")
 
     def save() -> None:  # after every row, so that a run cut short still leaves what it measured
         if args.smoke:
