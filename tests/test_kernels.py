@@ -152,6 +152,22 @@ def test_torch_backend_and_auto_dispatch(monkeypatch):
         assert torch.equal(siglip_loss(x, y, 3.0, 1.0, backend="auto"), ref_siglip(x, y, 3.0, 1.0))
 
 
+def test_auto_keeps_the_reference_for_small_batches():
+    """auto: kernels only for CUDA tensors above AUTO_MAX_REFERENCE_BATCH rows (the reference was faster below)."""
+    class LooksCuda(torch.Tensor):
+        is_cuda = True
+
+    def features(rows, dtype=torch.bfloat16):
+        return torch.Tensor._make_subclass(LooksCuda, torch.empty(rows, 8, dtype=dtype))
+
+    limit = _launch.AUTO_MAX_REFERENCE_BATCH
+    assert _launch.use_triton("auto", features(limit + 1))
+    assert not _launch.use_triton("auto", features(limit))
+    assert not _launch.use_triton("auto", features(limit + 1, torch.float64))
+    assert not _launch.use_triton("auto", torch.empty(limit + 1, 8))  # a CPU tensor
+    assert _launch.use_triton("triton", features(16))  # explicit choice wins
+
+
 def test_errors(monkeypatch):
     x, y = _inputs(8, 4, torch.float32)
     with pytest.raises(TypeError, match="dtype mismatch"):

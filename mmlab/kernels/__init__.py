@@ -1,7 +1,8 @@
 """Fused, tiled Triton kernels (one file per op); Triton is imported only when a kernel runs.
 
 `info_nce` and `siglip_loss` take `backend="auto"|"triton"|"torch"`: auto uses the kernels for CUDA
-tensors and the `mmlab.align` references elsewhere. Set TRITON_INTERPRET=1 before the first kernel
+tensors of more than 4096 rows (`_launch.AUTO_MAX_REFERENCE_BATCH`; smaller batches ran faster through the
+reference on an H100) and the `mmlab.align` references otherwise. Set TRITON_INTERPRET=1 before the first kernel
 call to run the kernels on a CPU through the Triton interpreter (slow; for tests and lessons).
 """
 from mmlab.kernels._launch import Blocks

@@ -134,7 +134,8 @@ def info_nce(image_features: Tensor, text_features: Tensor, logit_scale: Tensor 
     """Symmetric InfoNCE, same value as `mmlab.align.info_nce`; float32 result.
 
     backend: "triton" (fused tiled kernels, CUDA or TRITON_INTERPRET=1), "torch" (the reference),
-    "auto" (Triton for CUDA fp32/fp16/bf16 tensors when triton is installed, else the reference).
+    "auto" (Triton for CUDA fp32/fp16/bf16 tensors of more than 4096 rows when triton is installed, else the
+    reference, which is faster for small batches).
     Non-contiguous features are copied; logit_scale may be a float or a tensor (it gets a gradient).
     """
     if not _launch.use_triton(backend, image_features):
