@@ -49,7 +49,9 @@ def naive_siglip(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(z * logits).sum() / x.shape[0]
 
 
-NAIVE = {"info_nce": naive_info_nce, "siglip": naive_siglip}
+# --loss -> (naive loss, the float64 reference of the agreement check; title; results file prefix)
+LOSSES = {"info_nce": (naive_info_nce, "Symmetric InfoNCE", "contrastive_loss_"),
+          "siglip": (naive_siglip, "SigLIP", "siglip_loss_")}
 
 
 def implementations(device: str, smoke: bool, loss: str = "info_nce") -> dict[str, LossFn | str]:
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="largest B to try at d = 512 (doubling from the largest B already timed)")
     p.add_argument("--largest-max-seconds", type=float, default=30.0,
                    help="stop the largest-B search once one step takes longer than this")
-    p.add_argument("--loss", choices=tuple(NAIVE), default="info_nce")
+    p.add_argument("--loss", choices=tuple(LOSSES), default="info_nce")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
@@ -289,16 +291,17 @@ def main(argv: list[str] | None = None) -> int:
                 if not isinstance(v, str)}
     lean = {"chunked_torch", "inf_cl", "mmlab_triton", "mmlab_torch_backend"}
 
+    naive, loss_name, prefix = LOSSES[args.loss]
     report = {"environment": environment(device), "dtype": str(dtype), "smoke": args.smoke, "rows": [],
-              "loss_name": {"info_nce": "Symmetric InfoNCE", "siglip": "SigLIP"}[args.loss],
+              "loss_name": loss_name,
               "skipped": skipped, "largest_b_d512": {}, "agreement": {}, "agreement_B": 64 if args.smoke else 4096}
     for name, fn in runnable.items():  # correct first: every implementation against float64 at a moderate size
-        report["agreement"][name] = agreement(fn, report["agreement_B"], dims[0], dtype, device, NAIVE[args.loss])
+        report["agreement"][name] = agreement(fn, report["agreement_B"], dims[0], dtype, device, naive)
         print(name, "relative error vs float64:", report["agreement"][name], flush=True)
     report["matmul_n"] = 8192 if device == "cuda" else 256
     report["matmul_tflops"] = matmul_tflops(device, timer, n=report["matmul_n"])
     print(f"matmul: {report['matmul_tflops']:.2f} TFLOP/s", flush=True)
-    stem = {"info_nce": "contrastive_loss_", "siglip": "siglip_loss_"}[args.loss] + "".join(c if c.isalnum() else "_" for c in report["environment"]["device"]).strip("_")
+    stem = prefix + "".join(c if c.isalnum() else "_" for c in report["environment"]["device"]).strip("_")
 
     def save() -> None:  # after every row, so that a run cut short still leaves what it measured
         if args.smoke:
