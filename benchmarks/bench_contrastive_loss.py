@@ -49,40 +49,44 @@ def naive_siglip(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(z * logits).sum() / x.shape[0]
 
 
-# --loss -> (naive loss, the float64 reference of the agreement check; title; results file prefix)
-LOSSES = {"info_nce": (naive_info_nce, "Symmetric InfoNCE", "contrastive_loss_"),
-          "siglip": (naive_siglip, "SigLIP", "siglip_loss_")}
+def mmlab_siglip(x: torch.Tensor, y: torch.Tensor, backend: str) -> torch.Tensor:
+    return siglip_loss(x, y, SIGLIP_SCALE, SIGLIP_BIAS, backend=backend)
+
+
+def mmlab_info_nce(x: torch.Tensor, y: torch.Tensor, backend: str) -> torch.Tensor:
+    return info_nce(x, y, SCALE, backend=backend)
+
+
+# --loss -> (naive loss, also the float64 reference of the agreement check; mmlab's loss; title; results prefix)
+LOSSES = {"info_nce": (naive_info_nce, mmlab_info_nce, "Symmetric InfoNCE", "contrastive_loss_"),
+          "siglip": (naive_siglip, mmlab_siglip, "SigLIP", "siglip_loss_")}
 
 
 def implementations(device: str, smoke: bool, loss: str = "info_nce") -> dict[str, LossFn | str]:
-    """name -> loss function, or a string saying why it is skipped."""
-    if loss == "siglip":
-        impls: dict[str, LossFn | str] = {"naive_eager": naive_siglip}
-        if smoke:
-            impls["mmlab_torch_backend"] = lambda x, y: siglip_loss(x, y, SIGLIP_SCALE, SIGLIP_BIAS, backend="torch")
-            return impls
-        impls["torch_compile"] = torch.compile(naive_siglip)
-        impls["mmlab_triton"] = lambda x, y: siglip_loss(x, y, SIGLIP_SCALE, SIGLIP_BIAS, backend="triton")
-        return impls
-    impls = {
-        "naive_eager": naive_info_nce,
-        "chunked_torch": lambda x, y: info_nce_chunked(x, y, SCALE, chunk=4096 if not smoke else 32),
-    }
+    """name -> loss function, or a string saying why it is skipped. The chunked loss and Inf-CL: InfoNCE only."""
+    naive, mmlab_loss = LOSSES[loss][:2]
+    impls: dict[str, LossFn | str] = {"naive_eager": naive}
+    if loss == "info_nce":
+        impls["chunked_torch"] = lambda x, y: info_nce_chunked(x, y, SCALE, chunk=4096 if not smoke else 32)
     if smoke:
-        impls["mmlab_torch_backend"] = lambda x, y: info_nce(x, y, SCALE, backend="torch")
+        impls["mmlab_torch_backend"] = lambda x, y: mmlab_loss(x, y, "torch")
         return impls
-    impls["torch_compile"] = torch.compile(naive_info_nce)
+    impls["torch_compile"] = torch.compile(naive)
+    if loss == "info_nce":
+        impls["inf_cl"] = inf_cl_info_nce()
+    impls["mmlab_triton"] = lambda x, y: mmlab_loss(x, y, "triton")
+    return impls
+
+
+def inf_cl_info_nce() -> LossFn | str:
+    """Inf-CL's loss, or why it is skipped."""
     try:
         # Inf-CL (Cheng et al., 2024): cal_flash_loss is its single-GPU path (cal_inf_loss calls it when
         # torch.distributed is not initialised); per-row losses of one direction per call.
         from inf_cl import cal_flash_loss
-
-        impls["inf_cl"] = lambda x, y: (cal_flash_loss(x, y, scale=SCALE).mean()
-                                        + cal_flash_loss(y, x, scale=SCALE).mean()) / 2
     except Exception as exc:  # not installed, or no build for this GPU
-        impls["inf_cl"] = f"skipped: inf_cl not importable ({type(exc).__name__}: {exc})"
-    impls["mmlab_triton"] = lambda x, y: info_nce(x, y, SCALE, backend="triton")
-    return impls
+        return f"skipped: inf_cl not importable ({type(exc).__name__}: {exc})"
+    return lambda x, y: (cal_flash_loss(x, y, scale=SCALE).mean() + cal_flash_loss(y, x, scale=SCALE).mean()) / 2
 
 
 def make_timer(device: str) -> Callable[[Callable[[], object]], float]:
@@ -192,7 +196,7 @@ def environment(device: str) -> dict:
     return env
 
 
-def agreement(fn: LossFn, b: int, d: int, dtype: torch.dtype, device: str, reference: LossFn = naive_info_nce) -> dict:
+def agreement(fn: LossFn, reference: LossFn, b: int, d: int, dtype: torch.dtype, device: str) -> dict:
     """Relative error of the loss and of both gradients against `reference` in float64 on the same inputs."""
     x, y = unit_features(b, d, dtype, device, seed=1)
     out = {}
@@ -291,12 +295,12 @@ def main(argv: list[str] | None = None) -> int:
                 if not isinstance(v, str)}
     lean = {"chunked_torch", "inf_cl", "mmlab_triton", "mmlab_torch_backend"}
 
-    naive, loss_name, prefix = LOSSES[args.loss]
+    naive, _, loss_name, prefix = LOSSES[args.loss]
     report = {"environment": environment(device), "dtype": str(dtype), "smoke": args.smoke, "rows": [],
               "loss_name": loss_name,
               "skipped": skipped, "largest_b_d512": {}, "agreement": {}, "agreement_B": 64 if args.smoke else 4096}
     for name, fn in runnable.items():  # correct first: every implementation against float64 at a moderate size
-        report["agreement"][name] = agreement(fn, report["agreement_B"], dims[0], dtype, device, naive)
+        report["agreement"][name] = agreement(fn, naive, report["agreement_B"], dims[0], dtype, device)
         print(name, "relative error vs float64:", report["agreement"][name], flush=True)
     report["matmul_n"] = 8192 if device == "cuda" else 256
     report["matmul_tflops"] = matmul_tflops(device, timer, n=report["matmul_n"])

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import get_ptxas
@@ -24,8 +25,9 @@ from triton.compiler import ASTSource
 from tune_contrastive_blocks import CONFIGS  # sibling script (same folder on sys.path)
 
 from mmlab.kernels import _contrastive_tiles as tiles
-from mmlab.kernels._launch import BACKWARD_BLOCKS, FORWARD_BLOCKS, Blocks
+from mmlab.kernels._launch import BACKWARD_BLOCKS, FORWARD_BLOCKS, dot_precision
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def signatures(features: str) -> tuple[dict, dict]:
@@ -58,24 +60,23 @@ def resources(kernel, signature: dict, constants: dict, num_warps: int, capabili
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--capability", type=int, default=90, help="CUDA compute capability, e.g. 90 for Hopper")
-    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="feature dtype")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="bf16", help="feature dtype")
     args = p.parse_args(argv)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's current default, stated to silence its warning
     forward_signature, backward_signature = signatures("*" + args.dtype)
     print(f"triton {triton.__version__}, sm_{args.capability}, {args.dtype} features, InfoNCE with the positives folded in")
     print("| kernel | m | n | d | dg | warps | registers | spill stores (B) | spill loads (B) | shared (B) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    rows: list[tuple[str, Blocks]] = [("forward (default)", FORWARD_BLOCKS), ("backward (default)", BACKWARD_BLOCKS)]
-    rows += [("backward", blocks) for blocks in CONFIGS if blocks != BACKWARD_BLOCKS]
-    for name, b in rows:
-        common = {"LOSS": 0, "DIAGONAL": True, "BLOCK_M": b.m, "BLOCK_N": b.n, "BLOCK_D": b.d, "CAST_FP32": False,
-                  "PRECISION": "ieee" if args.dtype == "fp32" else "tf32"}
-        if name.startswith("forward"):
-            r = resources(tiles.rows_forward_kernel, forward_signature, common, b.num_warps, args.capability)
-        else:
-            r = resources(tiles.rows_backward_kernel, backward_signature, {**common, "BLOCK_DG": b.dg}, b.num_warps,
-                          args.capability)
-        print(f"| {name} | {b.m} | {b.n} | {b.d} | {b.dg if name.startswith('backward') else ''} | {b.num_warps} | "
+    rows = [("forward (default)", tiles.rows_forward_kernel, forward_signature, FORWARD_BLOCKS),
+            ("backward (default)", tiles.rows_backward_kernel, backward_signature, BACKWARD_BLOCKS)]
+    rows += [("backward", tiles.rows_backward_kernel, backward_signature, blocks)
+             for blocks in CONFIGS if blocks != BACKWARD_BLOCKS]
+    for name, kernel, signature, b in rows:
+        backward = kernel is tiles.rows_backward_kernel
+        constants = {"LOSS": 0, "DIAGONAL": True, "BLOCK_M": b.m, "BLOCK_N": b.n, "BLOCK_D": b.d, "CAST_FP32": False,
+                     "PRECISION": dot_precision(DTYPES[args.dtype]), **({"BLOCK_DG": b.dg} if backward else {})}
+        r = resources(kernel, signature, constants, b.num_warps, args.capability)
+        print(f"| {name} | {b.m} | {b.n} | {b.d} | {b.dg if backward else ''} | {b.num_warps} | "
               f"{r['registers']} | {r['bytes spill stores']} | {r['bytes spill loads']} | {r['shared']} |", flush=True)
     return 0
 

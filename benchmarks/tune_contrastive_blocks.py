@@ -68,9 +68,8 @@ def main(argv=None) -> int:
             grad_err = float((grad[:rows].double() - ref_grad).norm() / ref_grad.norm())
             fwd, _ = median_ms(lambda: (_launch.rows_forward(x, y, s, 0.0, 0, blocks, diagonal=True),
                                         _launch.rows_forward(y, x, s, 0.0, 0, blocks)), timer)
-            bwd, _ = median_ms(lambda: (_launch.rows_backward(x, y, r_full, c_full, s, 0.0, 1.0, 0, blocks, True),
-                                        _launch.rows_backward(y, x, c_full, r_full, s, 0.0, 1.0, 0, blocks, True)),
-                               timer)
+            bwd, _ = median_ms(lambda: _launch.backward_sides(x, y, r_full, c_full, s, 0.0, 1.0, 0, blocks, True,
+                                                              True, True), timer)
         except Exception as exc:  # e.g. out of shared memory for this tile shape
             print(f"| {blocks.m} | {blocks.n} | {blocks.d} | {blocks.dg} | {blocks.num_warps} | failed: "
                   f"{type(exc).__name__}: {str(exc)[:120]} |||||", flush=True)

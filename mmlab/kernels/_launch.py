@@ -93,12 +93,15 @@ def scalar_tensor(value: Tensor | float, like: Tensor) -> Tensor:
     return torch.tensor(float(value), device=like.device, dtype=torch.float32)
 
 
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot's input_precision: float32 features stay exact; fp16/bf16 ignore it."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
 def _settings(a: Tensor, blocks: Blocks | None, default: Blocks) -> tuple[Blocks, bool, str]:
     if blocks is None:
         blocks = INTERPRETER_BLOCKS if interpreting() else default
-    cast = interpreting()
-    precision = "ieee" if a.dtype == torch.float32 else "tf32"  # fp32 stays exact; fp16/bf16 ignore it
-    return blocks, cast, precision
+    return blocks, interpreting(), dot_precision(a.dtype)
 
 
 def rows_forward(a: Tensor, b: Tensor, scale: float, bias: float, loss: int, blocks: Blocks | None,
