@@ -1,0 +1,154 @@
+"""Input checks shared by the whole package (a leaf module: it imports only torch).
+
+One rule everywhere: a wrong Python type or tensor dtype is a `TypeError`; a wrong shape or value is a
+`ValueError`. Each message names the argument and what it got.
+
+Checks that read tensor values (finiteness, "at least one positive per row") run only on tensors whose
+values the host can read without waiting for a GPU (`on_host`): on CUDA tensors only shape, dtype and
+device are checked, so validation never synchronises the GPU on the hot path. Non-finite values there
+are caught once per step by `mmlab.train.fit`, which checks the loss.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "feature_pair", "features", "keep_mask", "non_negative_int", "on_host", "one_of", "positive_int",
+    "positive_mask", "require_tensor", "scalar", "scalar_tensor",
+]
+
+
+def on_host(t: Tensor) -> bool:
+    """True when reading `t`'s values costs no GPU synchronisation (CPU and meta tensors)."""
+    return t.device.type != "cuda"
+
+
+def positive_int(name: str, value: Any) -> int:
+    """`value` if it is an int >= 1; bools and other types are a TypeError, ints < 1 a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    """`value` if it is an int >= 0 (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a non-negative integer, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def one_of(name: str, value: Any, choices: Collection) -> Any:
+    """`value` if it is one of `choices`, else a ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def require_tensor(name: str, value: Any) -> Tensor:
+    """`value` if it is a torch.Tensor, else a TypeError."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def features(name: str, x: Any) -> Tensor:
+    """A non-empty floating (N, D) tensor, finite when its values are on the host; returned unchanged."""
+    require_tensor(name, x)
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (N, D), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if on_host(x) and not torch.isfinite(x.detach()).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def feature_pair(a: Any, b: Any, names: tuple[str, str] = ("image_features", "text_features")) -> None:
+    """Two `features` of the same (B, D) on one device."""
+    features(names[0], a)
+    features(names[1], b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"batch mismatch: {names[0]} has {a.shape[0]} rows, {names[1]} has {b.shape[0]}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"width mismatch: {names[0]} is {a.shape[1]} wide, {names[1]} is {b.shape[1]}")
+    if a.device != b.device:
+        raise ValueError(f"device mismatch: {names[0]} on {a.device}, {names[1]} on {b.device}")
+
+
+def scalar(name: str, value: Any, positive: bool = False) -> None:
+    """A real number or a 1-element floating tensor; finite (and > 0 when `positive`) where readable on the host."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {value.dtype}")
+        if not on_host(value):
+            return
+        v = float(value.detach())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = float(value)
+    else:
+        raise TypeError(f"{name} must be a number or a 1-element tensor, got {type(value).__name__}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if positive and not v > 0:
+        raise ValueError(f"{name} must be positive (already exponentiated), got {v}")
+
+
+def scalar_tensor(value: Tensor | float, like: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A 0-d `dtype` tensor on `like`'s device; keeps autograd history when `value` is a tensor.
+
+    A tensor on another GPU than `like` is an error (a CPU scalar is moved)."""
+    if isinstance(value, Tensor):
+        if value.device != like.device and value.device.type != "cpu":
+            raise ValueError(f"scalar on {value.device}, features on {like.device}")
+        return value.reshape(()).to(device=like.device, dtype=dtype)
+    return torch.tensor(float(value), device=like.device, dtype=dtype)
+
+
+def positive_mask(mask: Any, batch: int, device: torch.device) -> Tensor:
+    """A (B, B) bool tensor on `device`; on the host also: a positive in every row and every column."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"positive_mask must be a bool tensor, got {got}")
+    if tuple(mask.shape) != (batch, batch):
+        raise ValueError(f"positive_mask must have shape ({batch}, {batch}), got {tuple(mask.shape)}")
+    if mask.device != device:
+        raise ValueError(f"positive_mask on {mask.device}, features on {device}")
+    if on_host(mask):
+        for dim, what, why in ((1, "row", "an image without a matching text"),
+                               (0, "column", "a text without a matching image")):
+            empty = (~mask.any(dim=dim)).nonzero().flatten()
+            if empty.numel():
+                raise ValueError(f"positive_mask {what} {int(empty[0])} has no positive ({why})")
+    return mask
+
+
+def keep_mask(mask: Any, batch: int, length: int, device: torch.device, name: str = "mask") -> Tensor | None:
+    """A (B, N) keep-mask (True/1 = real token) as bool on `device`; None stays None.
+
+    On the host also: every row keeps at least one token."""
+    if mask is None:
+        return None
+    require_tensor(name, mask)
+    if tuple(mask.shape) != (batch, length):
+        raise ValueError(f"{name} must have shape (B, N) = {(batch, length)}, got {tuple(mask.shape)}")
+    if mask.is_floating_point() or mask.is_complex():
+        raise TypeError(f"{name} must be bool or integer (1 = real token), got {mask.dtype}")
+    mask = mask.to(device=device, dtype=torch.bool)
+    if on_host(mask):
+        empty = (~mask.any(dim=1)).nonzero().flatten()
+        if empty.numel():
+            raise ValueError(f"{name} row {int(empty[0])} has no real tokens; every sequence needs at least one")
+    return mask
