@@ -10,13 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmlab import validation
+
 
 def _features(x: Tensor, name: str) -> Tensor:
-    if not isinstance(x, Tensor) or x.ndim != 2:
-        raise ValueError(f"{name} must be a (N, D) tensor, got shape {tuple(getattr(x, 'shape', ()))}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return x.detach().float()
+    return validation.features(name, x).detach().float()
 
 
 def _labels(y: Tensor | Sequence[int], n: int, name: str) -> Tensor:

@@ -106,3 +106,14 @@ def test_loss_trains_the_towers():
     target = torch.arange(6)
     naive = (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
     torch.testing.assert_close(loss, naive)
+
+
+def test_clamp_logit_scale_callback_clips_the_stored_parameter():
+    from mmlab.align.model import clamp_logit_scale
+
+    m = tiny_model()
+    with torch.no_grad():
+        m.logit_scale.log_scale.fill_(math.log(500.0))
+    assert math.isclose(m.logit_scale().item(), 100.0, rel_tol=1e-5)  # forward clamps already
+    clamp_logit_scale(1, m, {})
+    assert math.isclose(m.logit_scale.log_scale.item(), math.log(100.0), rel_tol=1e-6)  # and now the parameter too

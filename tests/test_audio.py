@@ -141,12 +141,17 @@ def test_bad_parameters():
     for sr in (0, -16000, float("nan")):
         with pytest.raises(ValueError, match="sample_rate"):
             audio.mel_spectrogram(y, sr)
+    for sr in ("16000", True):
+        with pytest.raises(TypeError, match="sample_rate"):
+            audio.mel_spectrogram(y, sr)
     with pytest.raises(ValueError, match="Nyquist"):
         audio.mel_spectrogram(y, 16000, f_max=9000.0)
     with pytest.raises(ValueError, match="n_fft"):
         audio.mel_spectrogram(y, 16000, n_fft=0)
-    with pytest.raises(ValueError, match="hop_length"):
+    with pytest.raises(TypeError, match="hop_length"):
         audio.mel_spectrogram(y, 16000, hop_length=1.5)
+    with pytest.raises(ValueError, match="hop_length"):
+        audio.mel_spectrogram(y, 16000, hop_length=0)
     with pytest.raises(ValueError, match="n_mels"):
         audio.mel_spectrogram(y, 16000, n_mels=0)
     with pytest.raises(ValueError, match="new_sr"):

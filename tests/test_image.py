@@ -50,6 +50,13 @@ def test_patchify_errors_name_the_problem():
         unpatchify(torch.zeros(1, 4, 192), 8, 30)
     with pytest.raises(ValueError, match=r"\(B, N, C\*p\*p\)"):
         unpatchify(torch.zeros(4, 192), 8, 16)
+    # one rule: a wrong Python type or dtype is a TypeError, a wrong shape or value a ValueError
+    with pytest.raises(TypeError, match="patch_size"):
+        patchify(torch.zeros(1, 3, 32, 32), 2.0)
+    with pytest.raises(TypeError, match="images must be a torch.Tensor"):
+        patchify([[0.0]], 4)
+    with pytest.raises(TypeError, match="image_size"):
+        unpatchify(torch.zeros(1, 4, 192), 8, "32")
 
 
 def test_equals_transformers_vit_embeddings():
@@ -103,9 +110,10 @@ def test_sincos_similarity_falls_with_distance():
     assert grid[0, 0] > grid[1, 0] > grid[5, 0]
 
 
-@pytest.mark.parametrize("args", [(0, 4, 8), (4, 4, 6), (4, 4, 2.0)])
-def test_sincos_bad_arguments(args):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("args,error", [((0, 4, 8), ValueError), ((4, 4, 6), ValueError),
+                                        ((4, 4, 2.0), TypeError), ((True, 4, 8), TypeError)])
+def test_sincos_bad_arguments(args, error):
+    with pytest.raises(error):
         sincos_pos_embed_2d(*args)
 
 
@@ -116,7 +124,7 @@ def test_normalize():
     torch.testing.assert_close(y, expected)
     with pytest.raises(ValueError, match="channels"):
         normalize(torch.rand(1, 4, 4))
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(TypeError, match="dtype"):
         normalize(torch.zeros(3, 4, 4, dtype=torch.uint8))
 
 

@@ -120,6 +120,8 @@ def test_bad_arguments(ours):
         ours.encode("x", padding="left")
     with pytest.raises(ValueError, match="max_length"):
         ours.encode("x", max_length=1)
+    with pytest.raises(TypeError, match="max_length"):
+        ours.encode("x", max_length=8.0)
     with pytest.raises(ValueError, match="empty"):
         ours.encode([])
     with pytest.raises(TypeError, match="str"):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmlab import kernels
+from mmlab import kernels, validation
 
 
 class LearnableTemperature(nn.Module):
@@ -38,15 +38,11 @@ class LearnableTemperature(nn.Module):
         return f"scale={float(self().detach()):.3f}, max_scale={math.exp(self.max_log_scale):.1f}"
 
 
-def check_features(features: Tensor, name: str) -> Tensor:
-    """Raise a clear error unless features is a finite floating (B, D) tensor."""
-    if not isinstance(features, Tensor) or features.ndim != 2:
-        raise ValueError(f"{name} features must be a (B, D) tensor, got shape {tuple(getattr(features, 'shape', ()))}")
-    if not features.is_floating_point():
-        raise TypeError(f"{name} features must be floating point, got {features.dtype}")
-    if not torch.isfinite(features).all():
-        raise ValueError(f"{name} features contain NaN or inf")
-    return features
+def clamp_logit_scale(step: int, model: nn.Module, history: dict) -> None:
+    """A `mmlab.train.fit` callback: clip every LearnableTemperature in `model` after each step, as CLIP does."""
+    for module in model.modules():
+        if isinstance(module, LearnableTemperature):
+            module.clamp_()
 
 
 def contrastive_loss(kind: str, a: Tensor, b: Tensor, logit_scale: Tensor, logit_bias: Tensor | None = None,
@@ -101,7 +97,7 @@ class DualEncoder(nn.Module):
         if h.ndim != 2 or h.shape[1] != proj.in_features:
             raise ValueError(f"{name} tower gave shape {tuple(h.shape)}; expected (B, {proj.in_features})")
         z = proj(h)  # (B, embed_dim)
-        check_features(z, name)
+        validation.features(f"{name} embeddings", z)
         return nn.functional.normalize(z, dim=-1)
 
     def encode_image(self, images: Any) -> Tensor:

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from mmlab.preprocess._checks import positive_int
+from mmlab.validation import on_host, positive_int
 
 _INT_SCALE = {torch.int16: 32768.0, torch.int32: 2147483648.0}
 
@@ -29,8 +29,9 @@ def _as_tensor(waveform, name: str = "waveform") -> torch.Tensor:
 
 
 def _check_sample_rate(sample_rate, name: str = "sample_rate") -> float:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not math.isfinite(sample_rate) \
-            or sample_rate <= 0:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)):
+        raise TypeError(f"{name} must be a number of samples per second, got {type(sample_rate).__name__}")
+    if not math.isfinite(sample_rate) or sample_rate <= 0:
         raise ValueError(f"{name} must be a positive number of samples per second, got {sample_rate!r}")
     return float(sample_rate)
 
@@ -44,7 +45,7 @@ def _check_waveform(waveform) -> torch.Tensor:
         raise TypeError(f"waveform must be a real floating-point tensor, got dtype {waveform.dtype}{hint}")
     if waveform.dim() == 0 or waveform.shape[-1] == 0 or waveform.numel() == 0:
         raise ValueError(f"waveform is empty (shape {tuple(waveform.shape)}); expected (..., T) with T >= 1 samples")
-    if not bool(torch.isfinite(waveform).all()):
+    if on_host(waveform) and not bool(torch.isfinite(waveform).all()):
         raise ValueError("waveform contains non-finite values (NaN or inf)")
     if waveform.dtype in (torch.float16, torch.bfloat16):
         waveform = waveform.float()
@@ -211,8 +212,10 @@ def log_mel(mel: torch.Tensor, mode: str = "db", amin: float = 1e-10, top_db: fl
     mode="ln": natural log(mel + eps), the usual input of speech models (no top_db).
     """
     mel = _as_tensor(mel, "mel")
-    if not mel.is_floating_point() or mel.dim() < 2:
-        raise ValueError(f"mel must be a float tensor (..., n_mels, frames), got {mel.dtype} {tuple(mel.shape)}")
+    if not mel.is_floating_point():
+        raise TypeError(f"mel must be a float tensor (..., n_mels, frames), got {mel.dtype}")
+    if mel.dim() < 2:
+        raise ValueError(f"mel must be (..., n_mels, frames), got shape {tuple(mel.shape)}")
     if mode == "db":
         db = 10.0 * torch.log10(mel.clamp(min=amin))
         if top_db is not None:
@@ -230,9 +233,10 @@ def normalize_utterance(features: torch.Tensor, eps: float = 1e-5) -> torch.Tens
     """Per-utterance mean/variance normalisation: every feature row (mel bin) over the frames of
     one example gets zero mean and unit variance. (..., n_mels, frames) -> same shape."""
     features = _as_tensor(features, "features")
-    if not features.is_floating_point() or features.dim() < 2 or features.shape[-1] == 0:
-        raise ValueError(f"features must be a float tensor (..., n_mels, frames>0), got {features.dtype} "
-                         f"{tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise TypeError(f"features must be a float tensor (..., n_mels, frames), got {features.dtype}")
+    if features.dim() < 2 or features.shape[-1] == 0:
+        raise ValueError(f"features must be (..., n_mels, frames > 0), got shape {tuple(features.shape)}")
     mean = features.mean(dim=-1, keepdim=True)
     std = features.std(dim=-1, keepdim=True, unbiased=False)
     return (features - mean) / (std + eps)

@@ -1,6 +1,6 @@
 """Image preprocessing for vision transformers: patchify/unpatchify, 2-D sin-cos positions, normalisation.
 
-Contract (DESIGN.md): ``patchify(x, p) @ conv.weight.reshape(D, -1).T + conv.bias`` equals
+Contract: ``patchify(x, p) @ conv.weight.reshape(D, -1).T + conv.bias`` equals
 ``conv(x).flatten(2).transpose(1, 2)`` for ``conv = nn.Conv2d(C, D, p, stride=p)``.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmlab.preprocess._checks import positive_int
+from mmlab.validation import positive_int, require_tensor
 
 # ImageNet channel statistics used by torchvision's pretrained models and most ViTs
 # (torchvision docs, "Models and pre-trained weights": mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]).
@@ -17,11 +17,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
+    if isinstance(size, int) and not isinstance(size, bool):
+        return positive_int("image_size", size), size
+    if not isinstance(size, (tuple, list)):
+        raise TypeError(f"image_size must be an int or (H, W), got {type(size).__name__} {size!r}")
     if len(size) != 2:
         raise ValueError(f"image_size must be an int or (H, W), got {size!r}")
-    return int(size[0]), int(size[1])
+    return positive_int("image_size[0]", size[0]), positive_int("image_size[1]", size[1])
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -31,9 +33,8 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     in (C, p, p) order, so a linear layer on them equals a stride-p convolution.
     """
     positive_int("patch_size", patch_size)
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"patchify expects images of shape (B, C, H, W), got {shape}")
+    if require_tensor("images", images).dim() != 4:
+        raise ValueError(f"patchify expects images of shape (B, C, H, W), got {tuple(images.shape)}")
     b, c, h, w = images.shape
     p = patch_size
     if h % p or w % p:
@@ -49,9 +50,8 @@ def unpatchify(patches: torch.Tensor, patch_size: int, image_size: int | tuple[i
     positive_int("patch_size", patch_size)
     h, w = _pair(image_size)
     p = patch_size
-    if not isinstance(patches, torch.Tensor) or patches.dim() != 3:
-        shape = tuple(patches.shape) if isinstance(patches, torch.Tensor) else type(patches).__name__
-        raise ValueError(f"unpatchify expects patches of shape (B, N, C*p*p), got {shape}")
+    if require_tensor("patches", patches).dim() != 3:
+        raise ValueError(f"unpatchify expects patches of shape (B, N, C*p*p), got {tuple(patches.shape)}")
     if h % p or w % p:
         raise ValueError(f"image size {h}x{w} is not divisible by patch size {p}")
     b, n, d = patches.shape
@@ -94,10 +94,10 @@ def sincos_pos_embed_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
 
 def normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """Per-channel ``(x - mean) / std`` on (..., C, H, W) images in [0, 1]."""
-    if not isinstance(images, torch.Tensor) or images.dim() < 3:
-        raise ValueError(f"normalize expects (..., C, H, W) images, got {getattr(images, 'shape', type(images))}")
+    if require_tensor("images", images).dim() < 3:
+        raise ValueError(f"normalize expects (..., C, H, W) images, got shape {tuple(images.shape)}")
     if not images.is_floating_point():
-        raise ValueError(f"normalize expects float images in [0, 1], got dtype {images.dtype}")
+        raise TypeError(f"normalize expects float images in [0, 1], got dtype {images.dtype}")
     c = images.shape[-3]
     if len(mean) != c or len(std) != c:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries but images have {c} channels")
@@ -108,8 +108,8 @@ def normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tor
 
 def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize the short side to ``size`` (bilinear, antialiased) then centre-crop: (..., C, H, W) -> (..., C, size, size)."""
-    if not isinstance(images, torch.Tensor) or images.dim() < 3:
-        raise ValueError(f"resize_center_crop expects (..., C, H, W) images, got {getattr(images, 'shape', type(images))}")
+    if require_tensor("images", images).dim() < 3:
+        raise ValueError(f"resize_center_crop expects (..., C, H, W) images, got shape {tuple(images.shape)}")
     positive_int("size", size)
     lead = images.shape[:-3]
     c, h, w = images.shape[-3:]

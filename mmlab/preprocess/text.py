@@ -154,7 +154,9 @@ class _BatchEncoder:
         texts = list(texts)
         if not texts:
             raise ValueError("encode got an empty list of texts")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        if isinstance(max_length, bool) or not isinstance(max_length, int):
+            raise TypeError(f"max_length must be an int, got {type(max_length).__name__} {max_length!r}")
+        if max_length < 2:
             raise ValueError(f"max_length must be an int >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
         if padding is True:
             padding = "longest"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from mmlab.preprocess._checks import positive_int
+from mmlab.validation import positive_int, require_tensor
 from mmlab.preprocess.image import patchify
 
 STRATEGIES = ("uniform", "fps", "random")
@@ -14,9 +14,8 @@ PAD_MODES = ("error", "repeat_last")
 
 
 def _check_video(video: torch.Tensor) -> None:
-    if not isinstance(video, torch.Tensor) or video.dim() not in (4, 5):
-        shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
-        raise ValueError(f"video must be (T, C, H, W) or (B, T, C, H, W), got {shape}")
+    if require_tensor("video", video).dim() not in (4, 5):
+        raise ValueError(f"video must be (T, C, H, W) or (B, T, C, H, W), got shape {tuple(video.shape)}")
     if video.shape[-4] == 0:
         raise ValueError(f"video has no frames (shape {tuple(video.shape)})")
 
@@ -80,8 +79,8 @@ def sample_frames(video: torch.Tensor, num_frames: int, strategy: str = "uniform
 
 def frame_patchify(video: torch.Tensor, patch_size: int) -> torch.Tensor:
     """Patches of every frame: (B, T, C, H, W) -> (B, T, N, C*p*p), N = (H/p)*(W/p)."""
-    if not isinstance(video, torch.Tensor) or video.dim() != 5:
-        raise ValueError(f"frame_patchify expects (B, T, C, H, W), got {getattr(video, 'shape', type(video))}")
+    if require_tensor("video", video).dim() != 5:
+        raise ValueError(f"frame_patchify expects (B, T, C, H, W), got shape {tuple(video.shape)}")
     b, t = video.shape[:2]
     patches = patchify(video.reshape(b * t, *video.shape[2:]), patch_size)  # (B*T, N, C*p*p)
     return patches.reshape(b, t, *patches.shape[1:])
@@ -96,9 +95,9 @@ def tubeletify(video: torch.Tensor, t: int = 2, p: int = 16) -> torch.Tensor:
     """
     positive_int("t", t)
     positive_int("p", p)
-    if not isinstance(video, torch.Tensor) or video.dim() != 5:
-        shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
-        raise ValueError(f"tubeletify expects (B, T, C, H, W), got {shape} (use video[None] for one video)")
+    if require_tensor("video", video).dim() != 5:
+        raise ValueError(f"tubeletify expects (B, T, C, H, W), got shape {tuple(video.shape)} "
+                         "(use video[None] for one video)")
     b, frames, c, h, w = video.shape
     if frames % t or h % p or w % p:
         raise ValueError(f"video of {frames} frames of {h}x{w} is not divisible into tubelets of {t}x{p}x{p} "
