@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from numbers import Integral
 from typing import Any
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "feature_pair", "features", "keep_mask", "non_negative_int", "on_host", "one_of", "positive_int",
+    "feature_pair", "features", "int_in_range", "keep_mask", "non_negative_int", "on_host", "one_of", "positive_int",
     "positive_mask", "require_tensor", "scalar", "scalar_tensor",
 ]
 
@@ -44,6 +45,15 @@ def non_negative_int(name: str, value: Any) -> int:
     if value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return value
+
+
+def int_in_range(name: str, value: Any, low: int, high: int) -> int:
+    """`value` if it is an integer (numpy integers too; bools rejected) with low <= value <= high."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
 
 
 def one_of(name: str, value: Any, choices: Collection) -> Any:

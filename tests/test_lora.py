@@ -90,11 +90,11 @@ def test_training_moves_only_adapters():
 
 
 def test_bad_ranks_are_clear_errors():
-    with pytest.raises(ValueError, match="rank must be >= 1"):
+    with pytest.raises(ValueError, match="rank must be a positive integer"):
         LoRALinear(nn.Linear(8, 8), rank=0)
     with pytest.raises(ValueError, match="rank 9 is larger than min"):
         LoRALinear(nn.Linear(8, 16), rank=9)
-    with pytest.raises(TypeError, match="rank must be an int"):
+    with pytest.raises(TypeError, match="rank must be a positive integer"):
         LoRALinear(nn.Linear(8, 8), rank=2.0)
     with pytest.raises(ValueError, match="alpha"):
         LoRALinear(nn.Linear(8, 8), rank=2, alpha=-1)

@@ -35,9 +35,10 @@ def test_downsampling_is_antialiased_and_deterministic():
     assert not torch.equal(load_photo("china", 32), small)
 
 
-@pytest.mark.parametrize("kwargs, text", [({"name": "lena"}, "unknown photo"), ({"name": "china.jpg"}, "unknown photo"),
-                                          ({"size": 0}, "size"), ({"size": -5}, "size"), ({"size": 2.5}, "size"),
-                                          ({"size": True}, "size"), ({"size": 10_000}, "size")])
-def test_bad_input(kwargs, text):
-    with pytest.raises(ValueError, match=text):
+@pytest.mark.parametrize("kwargs, error, text", [
+    ({"name": "lena"}, ValueError, "unknown photo"), ({"name": "china.jpg"}, ValueError, "unknown photo"),
+    ({"size": 0}, ValueError, "size"), ({"size": -5}, ValueError, "size"), ({"size": 10_000}, ValueError, "size"),
+    ({"size": 2.5}, TypeError, "size"), ({"size": True}, TypeError, "size")])
+def test_bad_input(kwargs, error, text):
+    with pytest.raises(error, match=text):
         load_photo(**kwargs)

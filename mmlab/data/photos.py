@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mmlab.validation import int_in_range
+
 PHOTOS = ("china", "flower")
 MAX_SIZE = 2048
 
@@ -15,8 +17,7 @@ def load_photo(name: str = "china", size: int = 224) -> torch.Tensor:
     """
     if name not in PHOTOS:
         raise ValueError(f"unknown photo {name!r}; expected one of {PHOTOS}")
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
-        raise ValueError(f"size must be an int in [1, {MAX_SIZE}], got {size!r}")
+    int_in_range("size", size, 1, MAX_SIZE)
     from sklearn.datasets import load_sample_image
 
     pixels = load_sample_image(f"{name}.jpg")  # (H, W, 3) uint8

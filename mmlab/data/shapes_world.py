@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import operator
-from numbers import Integral
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,6 +39,7 @@ from mmlab.data.shapes_sound import (
     render_audio,
     tone_index,
 )
+from mmlab.validation import int_in_range
 from mmlab.data.shapes_text import (
     ANSWERS,
     COLORS,
@@ -106,17 +106,17 @@ class ShapesWorld(Dataset):
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        _check_int("size", size, 1, rnd.MAX_INDEX)
-        _check_int("seed", seed, 0, 2**63 - 1)
-        _check_int("image_size", image_size, 8, 4096)
-        _check_int("sample_rate", sample_rate, 2000, 384000)
-        _check_int("video_frames", video_frames, 0, 1024)
+        int_in_range("size", size, 1, rnd.MAX_INDEX)
+        int_in_range("seed", seed, 0, 2**63 - 1)
+        int_in_range("image_size", image_size, 8, 4096)
+        int_in_range("sample_rate", sample_rate, 2000, 384000)
+        int_in_range("video_frames", video_frames, 0, 1024)
         if isinstance(audio_seconds, bool) or not isinstance(audio_seconds, (int, float)):
-            raise ValueError(f"audio_seconds must be a number, got {audio_seconds!r}")
+            raise TypeError(f"audio_seconds must be a number, got {type(audio_seconds).__name__} {audio_seconds!r}")
         if not (math.isfinite(audio_seconds) and 0 < audio_seconds <= 10):
             raise ValueError(f"audio_seconds must be finite and in (0, 10], got {audio_seconds!r}")
         if not isinstance(with_audio, bool):
-            raise ValueError(f"with_audio must be a bool, got {with_audio!r}")
+            raise TypeError(f"with_audio must be a bool, got {type(with_audio).__name__} {with_audio!r}")
         self.split, self.size, self.seed = split, int(size), int(seed)
         self.image_size, self.sample_rate = int(image_size), int(sample_rate)
         self.audio_seconds, self.video_frames, self.with_audio = float(audio_seconds), int(video_frames), with_audio
@@ -266,9 +266,3 @@ def collate_shapes_world(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             out[key] = torch.tensor(values, dtype=torch.int64)
     return out
 
-
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from mmlab.validation import positive_int
+
 
 class LoRALinear(nn.Module):
     """An nn.Linear (frozen) plus a rank-`rank` adapter scaled by alpha / rank.
@@ -87,10 +89,7 @@ class LoRALinear(nn.Module):
 
 def check_rank(rank: int, in_features: int, out_features: int) -> None:
     """Raise a clear error unless 1 <= rank <= min(in_features, out_features)."""
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(f"rank must be an int, got {rank!r}")
-    if rank <= 0:
-        raise ValueError(f"rank must be >= 1, got {rank}")
+    positive_int("rank", rank)
     if rank > min(in_features, out_features):
         raise ValueError(f"rank {rank} is larger than min(in_features, out_features) = "
                          f"min({in_features}, {out_features}); a low-rank update needs rank <= "

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from mmlab.evaluate import linear_probe_accuracy
+from mmlab.validation import int_in_range, positive_int
 
 
 def _slice(inputs: Any, start: int, stop: int) -> Any:
@@ -30,8 +31,7 @@ def _length(inputs: Any) -> int:
 def extract_features(encode: Callable[[Any], Tensor], inputs: Any, batch_size: int = 256) -> Tensor:
     """encode(batch) -> (b, D) over `inputs` (a tensor, a list, or a dict of equally long tensors) in
     batches, with gradients off. Returns (N, D) float32 on the CPU. Put the model in eval mode first."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     n = _length(inputs)
     if n == 0:
         raise ValueError("no inputs to encode")
@@ -90,8 +90,7 @@ class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, in_dim: int, num_classes: int, encode: str | None = None,
                  head: nn.Linear | None = None):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        int_in_range("num_classes", num_classes, 2, 2**31 - 1)
         if encode is not None and not callable(getattr(backbone, encode, None)):
             raise AttributeError(f"{type(backbone).__name__} has no method {encode!r}")
         self.backbone, self.encode = backbone, encode
