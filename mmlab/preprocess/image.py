@@ -10,10 +10,16 @@ import torch.nn.functional as F
 
 from mmlab.validation import positive_int, require_tensor
 
-# ImageNet channel statistics used by torchvision's pretrained models and most ViTs
-# (torchvision docs, "Models and pre-trained weights": mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]).
+# Per-channel statistics differ between model families; use the ones the checkpoint was trained with.
+# ImageNet statistics: torchvision's pretrained models (torchvision docs, "Models and pre-trained weights").
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Google's ViT checkpoints map [0, 1] to [-1, 1] (transformers' ViTImageProcessor defaults: mean = std = 0.5).
+VIT_MEAN = (0.5, 0.5, 0.5)
+VIT_STD = (0.5, 0.5, 0.5)
+# OpenAI CLIP's preprocessing (its released `clip` package, `_transform`).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
