@@ -2,14 +2,20 @@
 scheduler, RNG, ...) is stored as a safetensors tensor, and the rest of the structure (numbers,
 strings, lists, dicts with int keys, tuples) as JSON in the file's metadata.
 
-Saving writes a temporary file in the target's folder and renames it over the target
-(`os.replace` is atomic), so an interrupted save leaves the previous checkpoint intact.
+Every tensor's bytes carry a SHA-256 digest in the metadata, checked on load, so a flipped bit is a
+CheckpointError naming the file and the tensor rather than silently different weights.
+
+Saving writes a temporary file `.<name>.<random>.tmp` in the target's folder (permissions from the
+umask, as any new file) and renames it over the target (`os.replace` is atomic), so an interrupted
+save leaves the previous checkpoint intact; temporary files a killed save left behind are removed by
+the next save to the same path (one writer per path is assumed).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,8 @@ from safetensors.torch import save_file
 
 FORMAT_KEY = "mmlab_state"
 VERSION_KEY = "mmlab_checkpoint_version"
-VERSION = "1"
+DIGEST_KEY = "mmlab_sha256"
+VERSION = "2"
 
 
 class CheckpointError(ValueError):
@@ -66,6 +73,11 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
+def _sha256(t: torch.Tensor) -> str:
+    """Hex SHA-256 of a contiguous CPU tensor's bytes."""
+    return hashlib.sha256(t.reshape(-1).view(torch.uint8).numpy()).hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write `state` (a nested dict of tensors and plain values) to `path` atomically; return the path."""
     path = Path(path)
@@ -73,12 +85,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(state, "", tensors)
-    metadata = {FORMAT_KEY: json.dumps(structure), VERSION_KEY: VERSION}
+    metadata = {FORMAT_KEY: json.dumps(structure), VERSION_KEY: VERSION,
+                DIGEST_KEY: json.dumps({k: _sha256(t) for k, t in tensors.items()})}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        mode = os.stat(tmp).st_mode  # 0o666 minus the umask, as any new file
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, mode)  # safetensors writes its file with mode 0o600
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -89,25 +106,35 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a file written by `save_checkpoint`; a missing, truncated or foreign file is a CheckpointError."""
+    """Read a file written by `save_checkpoint`, tensors on `map_location`.
+
+    A missing, truncated, corrupt (failing a tensor's SHA-256 check) or foreign file is a CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     try:
-        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except CheckpointError:
-        raise
     except Exception as e:  # safetensors raises its own error types for bad headers / short files
         raise CheckpointError(f"checkpoint file {path} is truncated or corrupt "
                               f"({path.stat().st_size} bytes): {e}") from e
     if FORMAT_KEY not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not an mmlab checkpoint (no '{FORMAT_KEY}' metadata)")
     if metadata.get(VERSION_KEY) != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {metadata.get(VERSION_KEY)!r}; this mmlab reads {VERSION!r}")
+        raise CheckpointError(f"{path} has checkpoint version {metadata.get(VERSION_KEY)!r}; "
+                              f"this mmlab reads {VERSION!r}")
     try:
+        digests = json.loads(metadata[DIGEST_KEY])
         structure = json.loads(metadata[FORMAT_KEY])
+    except (json.JSONDecodeError, KeyError) as e:
+        raise CheckpointError(f"checkpoint file {path} has corrupt metadata: {e}") from e
+    for key, t in tensors.items():
+        if digests.get(key) != _sha256(t):
+            raise CheckpointError(f"checkpoint file {path} is corrupt: tensor {key.partition(':')[2].lstrip('/')!r} "
+                                  "fails its SHA-256 check")
+    tensors = {k: t.to(map_location) for k, t in tensors.items()}
+    try:
         return _decode(structure, tensors)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint file {path} has corrupt metadata: {e}") from e

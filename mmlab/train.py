@@ -9,6 +9,10 @@ iterable, cycled when it runs out (a list, a DataLoader). A resumed run reproduc
 run's losses exactly when the batches are a function of their index (a callable, or an iterable whose
 order does not depend on the global RNG): model, optimizer, scheduler, grad scaler, step, history and
 every RNG state (Python, NumPy, torch CPU and CUDA) are restored from the checkpoint.
+
+The default optimizer is AdamW over `mmlab.optim.parameter_groups` (no weight decay on biases, norms,
+embeddings, token/position tables and scalars), with an optional warm-up + cosine lr schedule
+(`TrainConfig(schedule="cosine", warmup_steps=..., min_lr_ratio=...)`).
 """
 from __future__ import annotations
 
@@ -25,15 +29,26 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmlab import validation
 from mmlab.checkpoint import load_checkpoint, save_checkpoint
+from mmlab.optim import SCHEDULES, lr_factor, parameter_groups
+from mmlab.runtime import seed_everything
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 AMP_MODES = ("none", "bf16", "fp16")
+# TrainConfig fields a resumed run may change; every other one must equal the checkpoint's.
+MAY_CHANGE_ON_RESUME = ("steps", "progress", "checkpoint_dir", "checkpoint_every")
 
 
 @dataclass
 class TrainConfig:
-    """Settings of `fit`. `steps` counts optimizer steps; each consumes `grad_accum_steps` micro-batches."""
+    """Settings of `fit`. `steps` counts optimizer steps; each consumes `grad_accum_steps` micro-batches.
+
+    `schedule`: "constant" or "cosine" (CLIP's: down to `min_lr_ratio * lr` at the end), after a linear
+    warm-up over `warmup_steps` steps (see `mmlab.optim.lr_factor`). On resume only `steps` (at least
+    the checkpoint's step; fixed under "cosine", whose length it sets), `progress`, `checkpoint_dir` and
+    `checkpoint_every` may differ from the checkpoint's config.
+    """
     steps: int = 100
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -44,6 +59,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # save every N steps (and at the end) when > 0 and checkpoint_dir is set
     progress: bool = True
     seed: int = 0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -64,6 +82,12 @@ class TrainConfig:
             raise ValueError("checkpoint_every > 0 needs a checkpoint_dir")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        validation.one_of("schedule", self.schedule, SCHEDULES)
+        validation.non_negative_int("warmup_steps", self.warmup_steps)
+        if not (isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError(f"min_lr_ratio must be a number in [0, 1], got {self.min_lr_ratio!r}")
+        if self.min_lr_ratio and self.schedule != "cosine":
+            raise ValueError(f"min_lr_ratio={self.min_lr_ratio} needs schedule='cosine'")
 
 
 def checkpoint_path(config: TrainConfig) -> Path:
@@ -74,12 +98,6 @@ def checkpoint_path(config: TrainConfig) -> Path:
 
 
 # ---- RNG state -------------------------------------------------------------------------------
-
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
 
 def get_rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU and CUDA generator states, in a checkpoint-friendly form."""
@@ -98,7 +116,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"].to(torch.uint8))
     if state["cuda"] and torch.cuda.is_available():
         if len(state["cuda"]) != torch.cuda.device_count():
@@ -154,22 +173,35 @@ def _batch_source(batches: Iterable | Callable[[int], Any], start: int) -> Calla
     return next_batch
 
 
-def _check_loss(loss: Any, step: int) -> Tensor:
+def _check_loss(loss: Any) -> Tensor:
+    """The loss as a 0-d tensor; checks what the host knows without reading its value."""
     if not isinstance(loss, Tensor) or loss.numel() != 1:
         raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
                         f"{tuple(getattr(loss, 'shape', ()))}")
     if not loss.requires_grad:
         raise ValueError("the loss does not require grad: are all the parameters frozen?")
-    if not torch.isfinite(loss.detach()).all():
-        raise FloatingPointError(f"the loss is {float(loss.detach())} at step {step}; lower the lr or check the inputs")
     return loss.reshape(())
 
 
-def _grad_norm(params: list[Tensor], clip: float | None) -> float:
+def _grad_norm(params: list[Tensor], clip: float | None) -> Tensor:
     grads = [p for p in params if p.grad is not None]
     if not grads:
         raise ValueError("no trainable parameter received a gradient: does the loss depend on them?")
-    return float(torch.nn.utils.clip_grad_norm_(grads, clip if clip is not None else float("inf")))
+    return torch.nn.utils.clip_grad_norm_(grads, clip if clip is not None else float("inf"))
+
+
+def _read_step(losses: list[Tensor], norm: Tensor, step: int, steps: int) -> tuple[float, float]:
+    """(mean loss, grad norm) of optimizer step `step` (1-based): the step's one read of device values."""
+    *values, norm_value = torch.stack([*losses, norm.to(losses[0].device)]).tolist()
+    loss = sum(values) / len(values)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"the loss is {loss} at step {step} of {steps} (mean over its micro-batches); "
+                                 "lower the lr, set clip_grad_norm, or check the inputs and the loss_fn")
+    return loss, norm_value
+
+
+def _config_dict(config: TrainConfig) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
 
 
 def _save(path: Path, model: nn.Module, optimizer, scheduler, scaler, step: int, history: dict,
@@ -182,38 +214,92 @@ def _save(path: Path, model: nn.Module, optimizer, scheduler, scaler, step: int,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": get_rng_state(),
         "history": {k: history[k] for k in ("loss", "lr", "grad_norm")},
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "config": _config_dict(config),
     }
     save_checkpoint(path, state)
+
+
+def _check_same_run(saved: dict[str, Any], config: TrainConfig, step: int, path: Path) -> None:
+    """A ValueError unless `config` continues the run saved in `path` (see TrainConfig)."""
+    new = _config_dict(config)
+    fixed = [k for k in new if k not in MAY_CHANGE_ON_RESUME or (k == "steps" and config.schedule == "cosine")]
+    changed = [f"{k} {saved.get(k)!r} -> {new[k]!r}" for k in fixed if saved.get(k) != new[k]]
+    if changed:
+        raise ValueError(f"{path} was saved with other settings; resuming would change {', '.join(changed)}. "
+                         "Resume with the saved settings (TrainConfig says which may change) or start a new "
+                         "run in another checkpoint_dir")
+    if config.steps < step:
+        raise ValueError(f"config.steps={config.steps} is below the step {step} of checkpoint {path}")
+
+
+def _restore(path: Path, config: TrainConfig, model: nn.Module, optimizer, scheduler, scaler) -> tuple[int, dict]:
+    """Load the checkpoint at `path` into the model, optimizer, scheduler, scaler and the global RNGs.
+
+    Returns (its step, its history lists). A `config` that does not continue that run is a ValueError
+    raised before anything is loaded."""
+    state = load_checkpoint(path)
+    step = int(state["step"])
+    _check_same_run(state["config"], config, step, path)
+    if scheduler is not None and state["scheduler"] is None:
+        raise ValueError(f"{path} was saved without a scheduler but one was passed")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return step, {k: list(state["history"][k]) for k in ("loss", "lr", "grad_norm")}
 
 
 # ---- the loop --------------------------------------------------------------------------------
 
 def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: Iterable | Callable[[int], Any],
         config: TrainConfig, optimizer: torch.optim.Optimizer | None = None,
-        scheduler: Any | None = None, resume: bool = False) -> dict[str, Any]:
+        scheduler: Any | None = None, resume: bool = False,
+        callbacks: Iterable[Callable[[int, nn.Module, dict], Any]] = ()) -> dict[str, Any]:
     """Train `model` for `config.steps` optimizer steps; return the history.
 
-    Seeds Python, NumPy and torch with `config.seed` first (dropout and any random batches repeat).
-    Batches go to `loss_fn` as they come: move them to the model's device there (or in `batches`).
-    Default optimizer: AdamW(lr, weight_decay) over the parameters that require grad. `scheduler` is
-    stepped once per optimizer step. With `resume=True` the latest checkpoint in `config.checkpoint_dir`
-    (if there is one) is loaded and training continues from its step. History: per step "loss" (mean
-    over micro-batches), "lr" (used by that step), "grad_norm" (before clipping; inf on a step the fp16
-    scaler skipped), plus "resumed_from" (step or None) and "seconds" (wall time of this call).
+    Seeds Python, NumPy and torch with `config.seed` first (`mmlab.runtime.seed_everything`: dropout and
+    any random batches repeat). Batches go to `loss_fn` as they come: move them to the model's device
+    there (or in `batches`). Default optimizer: AdamW(lr, weight_decay) over
+    `mmlab.optim.parameter_groups(model, weight_decay)`. `scheduler` is stepped once per optimizer step;
+    without one, a schedule set in `config` (warm-up, cosine) runs as a LambdaLR over the optimizer's lr
+    (passing both is a ValueError). Each of `callbacks` is called as `callback(step, model, history)`
+    after every optimizer step, with `step` the number of steps done (1-based) and that step already in
+    `history`, before any checkpoint of it is saved: the place for a model's post-step hook (CLIP clips
+    its temperature after every step).
+
+    With `resume=True` the latest checkpoint in `config.checkpoint_dir` (if there is one) is loaded and
+    training continues from its step; a config that changes the run is a ValueError (see TrainConfig).
+    The loss is read on the host once per optimizer step: a NaN or inf loss stops training with a
+    FloatingPointError naming the step, before that step changes the parameters.
+
+    History: per step "loss" (mean over micro-batches), "lr" (used by that step), "grad_norm" (before
+    clipping; inf on a step the fp16 scaler skipped), plus "resumed_from" (step or None) and "seconds"
+    (wall time of this call).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    callbacks = tuple(callbacks)
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"every callback must be callable as callback(step, model, history), got {cb!r}")
     device_type = _device_type(model)
     _autocast(config.amp, device_type)  # validates amp before any work
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (every requires_grad is False)")
     if optimizer is None:
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
+    if config.schedule != "constant" or config.warmup_steps:
+        if scheduler is not None:
+            raise ValueError("pass either scheduler= or a schedule in TrainConfig (schedule, warmup_steps), not both")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(
+            i, config.steps, config.schedule, config.warmup_steps, config.min_lr_ratio))
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
 
-    _seed(config.seed)
+    seed_everything(config.seed)
     history: dict[str, Any] = {"loss": [], "lr": [], "grad_norm": [], "resumed_from": None}
     start = 0
     ckpt = checkpoint_path(config) if config.checkpoint_dir is not None else None
@@ -221,20 +307,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: 
         if ckpt is None:
             raise ValueError("resume=True needs config.checkpoint_dir")
         if ckpt.exists():
-            state = load_checkpoint(ckpt)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                if state["scheduler"] is None:
-                    raise ValueError(f"{ckpt} was saved without a scheduler but one was passed")
-                scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state["scaler"] is not None:
-                scaler.load_state_dict(state["scaler"])
-            start = int(state["step"])
-            for k in ("loss", "lr", "grad_norm"):
-                history[k] = list(state["history"][k])
-            history["resumed_from"] = start
-            set_rng_state(state["rng"])
+            start, saved = _restore(ckpt, config, model, optimizer, scheduler, scaler)
+            history.update(saved, resumed_from=start)
     next_batch = _batch_source(batches, start * config.grad_accum_steps)
 
     from tqdm.auto import tqdm
@@ -242,19 +316,19 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: 
     t0 = time.perf_counter()
     model.train()
     try:
-        for step in range(start, config.steps):
+        for done in range(start + 1, config.steps + 1):  # done = optimizer steps finished after this one
             optimizer.zero_grad(set_to_none=True)
-            total = 0.0
+            losses = []
             for _ in range(config.grad_accum_steps):
                 batch = next_batch()
                 with _autocast(config.amp, device_type):
-                    loss = _check_loss(loss_fn(model, batch), step)
-                total += float(loss.detach())
+                    loss = _check_loss(loss_fn(model, batch))
+                losses.append(loss.detach())
                 scaled = loss.float() / config.grad_accum_steps
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            norm = _grad_norm(params, config.clip_grad_norm)
+            loss_value, norm = _read_step(losses, _grad_norm(params, config.clip_grad_norm), done, config.steps)
             lr = float(optimizer.param_groups[0]["lr"])
             if scaler is not None:
                 scaler.step(optimizer)  # skipped (and the scale lowered) if any gradient is inf/nan
@@ -263,12 +337,13 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: 
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            history["loss"].append(total / config.grad_accum_steps)
+            history["loss"].append(loss_value)
             history["lr"].append(lr)
             history["grad_norm"].append(norm)
+            for cb in callbacks:
+                cb(done, model, history)
             bar.update(1)
-            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", refresh=False)
-            done = step + 1
+            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             if ckpt is not None and config.checkpoint_every > 0 and (
                     done % config.checkpoint_every == 0 or done == config.steps):
                 _save(ckpt, model, optimizer, scheduler, scaler, done, history, config)

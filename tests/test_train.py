@@ -1,4 +1,6 @@
 """mmlab.train and mmlab.checkpoint: resume equivalence, accumulation, AMP, clipping, safe checkpoints."""
+import json
+import math
 import os
 import random
 
@@ -201,3 +203,146 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(path, {"w": torch.zeros(4)})
     torch.testing.assert_close(load_checkpoint(path)["w"], torch.ones(4))
     assert os.listdir(tmp_path) == ["c.safetensors"]  # no temporary file left behind
+
+
+def test_default_optimizer_decays_only_weight_matrices():
+    model = nn.Sequential(nn.Linear(6, 3), nn.LayerNorm(3))
+    before = [p.detach().clone() for p in model.parameters()]
+    zero_grad_loss = lambda m, b: 0 * m(b[0]).sum()  # noqa: E731  only weight decay moves the parameters
+    fit(model, zero_grad_loss, regression_batch, TrainConfig(steps=1, lr=0.1, weight_decay=0.5, progress=False))
+    w, b, ln_w, ln_b = model.parameters()
+    torch.testing.assert_close(w.detach(), before[0] * (1 - 0.1 * 0.5))
+    for p, p0 in zip((b, ln_w, ln_b), before[1:]):
+        assert torch.equal(p.detach(), p0)
+
+
+def cosine_lrs(lr, steps, warmup, floor):
+    return [lr * (s + 1) / warmup if s < warmup else
+            lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
+            for s in range(steps)]
+
+
+def test_warmup_cosine_schedule_and_exact_resume(tmp_path):
+    sched = dict(steps=10, lr=1e-2, progress=False, schedule="cosine", warmup_steps=3, min_lr_ratio=0.1,
+                 checkpoint_every=4)
+
+    def run(ckdir, resume=False, crash_at=None):
+        calls = {"n": 0}
+
+        def loss_fn(m, batch):
+            if calls["n"] == crash_at:
+                raise KeyboardInterrupt("simulated interruption")
+            calls["n"] += 1
+            return mse(m, batch)
+        return fit(make_model(dropout=0.2), loss_fn, noisy_batch, TrainConfig(checkpoint_dir=ckdir, **sched),
+                   resume=resume)
+
+    full = run(tmp_path / "a")
+    assert full["lr"] == pytest.approx(cosine_lrs(1e-2, 10, 3, 0.1), rel=1e-12)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", crash_at=6)  # last checkpoint at step 4, in the cosine part
+    resumed = run(tmp_path / "b", resume=True)
+    assert resumed["resumed_from"] == 4
+    assert resumed["lr"] == full["lr"] and resumed["loss"] == full["loss"]
+
+
+def test_constant_schedule_with_warmup_and_scheduler_conflict():
+    h = fit(make_model(), mse, regression_batch, TrainConfig(steps=4, lr=1e-2, warmup_steps=2, progress=False))
+    assert h["lr"] == pytest.approx([5e-3, 1e-2, 1e-2, 1e-2])
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="either scheduler= or a schedule"):
+        fit(model, mse, regression_batch, TrainConfig(steps=2, schedule="cosine", progress=False), opt,
+            torch.optim.lr_scheduler.StepLR(opt, step_size=1))
+    with pytest.raises(ValueError, match="min_lr_ratio.*cosine"):
+        TrainConfig(min_lr_ratio=0.1)
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+
+
+def test_callbacks_run_after_each_step_before_the_checkpoint(tmp_path):
+    seen = []
+
+    def record(step, model, history):
+        seen.append((step, len(history["loss"]), history["lr"][-1]))
+
+    def clamp(step, model, history):
+        with torch.no_grad():
+            model[0].weight.clamp_(-0.25, 0.25)  # 0.25: exact in float32
+    cfg = TrainConfig(steps=5, lr=1e-2, progress=False, checkpoint_dir=tmp_path, checkpoint_every=3)
+    model = make_model()
+    h = fit(model, mse, regression_batch, cfg, callbacks=(record, clamp))
+    assert seen == [(s, s, h["lr"][s - 1]) for s in range(1, 6)]
+    assert float(model[0].weight.detach().abs().max()) == 0.25  # the hook bit
+    saved = load_checkpoint(checkpoint_path(cfg))["model"]["0.weight"]  # saved after the hooks ran
+    assert torch.equal(saved, model[0].weight.detach())
+
+    seen.clear()
+    fit(make_model(), mse, regression_batch, cfg, resume=True, callbacks=[record])  # nothing left to do
+    assert seen == []
+    with pytest.raises(TypeError, match="callable"):
+        fit(make_model(), mse, regression_batch, cfg, callbacks=[42])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_loss_names_the_step_and_keeps_the_parameters(bad):
+    calls = {"n": 0}
+
+    def loss_fn(m, batch):  # 2 micro-batches per step: call 4 is the first of step 3
+        calls["n"] += 1
+        return mse(m, batch) * (bad if calls["n"] == 5 else 1.0)
+    cfg = dict(lr=1e-2, grad_accum_steps=2, progress=False)
+    model, reference = make_model(), make_model()
+    with pytest.raises(FloatingPointError, match=rf"loss is {bad} at step 3 of 10.*lower the lr"):
+        fit(model, loss_fn, regression_batch, TrainConfig(steps=10, **cfg))
+    fit(reference, mse, regression_batch, TrainConfig(steps=2, **cfg))
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)  # the bad step did not update
+
+
+def test_resume_checks_the_config(tmp_path):
+    base = dict(lr=1e-2, progress=False, checkpoint_dir=tmp_path, checkpoint_every=2)
+    fit(make_model(), mse, regression_batch, TrainConfig(steps=4, **base))
+    model = make_model(seed=3)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"lr 0\.01 -> 0\.02, .*seed 0 -> 1"):
+        fit(model, mse, regression_batch, TrainConfig(steps=4, **{**base, "lr": 2e-2}, seed=1), resume=True)
+    with pytest.raises(ValueError, match="steps=3 is below the step 4"):
+        fit(model, mse, regression_batch, TrainConfig(steps=3, **base), resume=True)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))  # untouched
+    # more steps, the folder spelt differently, another progress and save interval: the same run, extended
+    longer = TrainConfig(steps=6, lr=1e-2, progress=True, checkpoint_dir=f"{tmp_path}/.", checkpoint_every=0)
+    h = fit(model, mse, regression_batch, longer, resume=True)
+    assert h["resumed_from"] == 4 and len(h["loss"]) == 6
+
+    cosine = dict(base, checkpoint_dir=tmp_path / "cos", schedule="cosine")
+    fit(make_model(), mse, regression_batch, TrainConfig(steps=4, **cosine))
+    with pytest.raises(ValueError, match="steps 4 -> 8"):  # steps sets the cosine's length
+        fit(make_model(), mse, regression_batch, TrainConfig(steps=8, **cosine), resume=True)
+
+
+def test_flipped_bit_fails_the_digest(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"model": {"w": torch.randn(100), "b": torch.zeros(3)}})
+    data = bytearray(path.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_len])
+    key = next(k for k in header if k.endswith("/model/w"))
+    data[8 + header_len + header[key]["data_offsets"][0] + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="c.safetensors is corrupt: tensor 'model/w' fails its SHA-256"):
+        load_checkpoint(path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_save_removes_stale_temporaries_and_respects_the_umask(tmp_path):
+    path = tmp_path / "c.safetensors"
+    (tmp_path / ".c.safetensors.0123abcd.tmp").write_bytes(b"left by a killed save")
+    (tmp_path / ".other.safetensors.0123abcd.tmp").write_bytes(b"another target's")
+    old = os.umask(0o027)
+    try:
+        save_checkpoint(path, {"w": torch.ones(2)})
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(tmp_path)) == [".other.safetensors.0123abcd.tmp", "c.safetensors"]
+    assert path.stat().st_mode & 0o777 == 0o640
