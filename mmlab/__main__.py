@@ -1,4 +1,4 @@
-"""Command line: `python -m mmlab doctor | run-notebooks | fusion-bench`."""
+"""Command line: `python -m mmlab doctor | run-notebooks | fusion-bench | lab`."""
 from __future__ import annotations
 
 import argparse
@@ -19,11 +19,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
     commands.add_parser("fusion-bench", help="train fusion variants and write a leaderboard (see --help)",
                         add_help=False)
+    commands.add_parser("lab", help="open JupyterLab (arguments go to `jupyter lab`; --allow-root added as root)",
+                        add_help=False)
 
     if argv[:1] == ["fusion-bench"]:
         from mmlab.fusion.bench import main as fusion_bench
 
         return fusion_bench(argv[1:])
+    if argv[:1] == ["lab"]:
+        from mmlab.lab import main as lab
+
+        return lab(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from mmlab.doctor import run_doctor

@@ -1,18 +1,30 @@
 """The three descriptions of the stack (pyproject.toml, constraints.txt, environment.yml) agree."""
 import re
+import shlex
+import shutil
+import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _toml():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
 def _pyproject():
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return _toml()["project"]
 
 
 def _pins():
@@ -62,3 +74,34 @@ def test_makefile_installs_the_same_extras_with_the_same_constraints():
 
 def test_running_python_is_supported():
     assert SpecifierSet(_pyproject()["requires-python"]).contains(Version(".".join(map(str, sys.version_info[:3]))))
+
+
+def _make_dry_run(target):
+    """The commands `make TARGET` runs, its set-up prerequisite left out."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", target], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    return [shlex.split(line) for line in dry.stdout.splitlines() if line.strip()]
+
+
+def test_make_test_lints_then_runs_every_test():
+    lint, tests = _make_dry_run("test")
+    assert lint == [".venv/bin/ruff", "check", "."]
+    assert tests[:2] == ["OMP_NUM_THREADS=1", ".venv/bin/pytest"] and "--nbval" in tests
+
+
+def test_lint_and_hang_guard_are_configured():
+    config = _toml()
+    assert config["tool"]["ruff"]["line-length"] == 120
+    assert {"E", "F"} <= set(config["tool"]["ruff"]["lint"]["select"])
+    assert 60 <= int(config["tool"]["pytest"]["ini_options"]["timeout"]) <= 3600
+    dev = [Requirement(r).name for r in _pyproject()["optional-dependencies"]["dev"]]
+    assert "ruff" in dev and "pytest-timeout" in dev
+
+
+def test_ci_runs_only_the_readme_test_command():
+    commands = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[-1] == "make test"
+    assert "make test" in (ROOT / "README.md").read_text()
