@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mmlab.align.model import DualEncoder, LearnableTemperature, contrastive_loss
-from mmlab.encoders import AudioConfig, AudioTransformer, TextConfig, TextTransformer, ViTConfig, VisionTransformer
+from mmlab.encoders import AudioConfig, AudioTransformer, TextConfig, TextTransformer, VisionTransformer, ViTConfig
 
 
 def tiny_model(**kw) -> DualEncoder:

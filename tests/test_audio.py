@@ -79,7 +79,8 @@ def _tones(t, freqs):
 def test_resample_band_limited_tones(orig, new):
     # Tones below 0.8 x the lower Nyquist are kept: the result matches the tones sampled at the new
     # rate to 1e-4 away from the edges (measured ~4e-5: the windowed sinc's passband ripple), and agrees
-    # with librosa (soxr_hq) to 1e-3 (measured up to 3.6e-4, soxr's own passband error near 0.8 x Nyquist). Edges see zero padding.
+    # with librosa (soxr_hq) to 1e-3 (measured up to 3.6e-4, soxr's own passband error near 0.8 x Nyquist).
+    # Edges see zero padding.
     freqs = [220.0, 1000.0, 0.8 * min(orig, new) / 2]
     x = _tones(np.arange(orig) / orig, freqs)
     y = audio.resample(torch.from_numpy(x), orig, new).numpy()

@@ -7,8 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from mmlab.preprocess.image import (IMAGENET_MEAN, IMAGENET_STD, normalize, patchify, resize_center_crop,
-                                    sincos_pos_embed_2d, unpatchify)
+from mmlab.preprocess.image import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    normalize,
+    patchify,
+    resize_center_crop,
+    sincos_pos_embed_2d,
+    unpatchify,
+)
 
 
 @pytest.mark.parametrize("c, d, p, h, w", [(3, 8, 4, 12, 20), (1, 5, 3, 9, 3), (2, 7, 1, 5, 3), (3, 16, 16, 32, 48)])

@@ -47,7 +47,8 @@ DIGEST_CODE = (
     "for k in sorted(b):\n"
     "    v = b[k]; h.update(k.encode())\n"
     "    if isinstance(v, torch.Tensor):\n"
-    "        h.update(str(v.dtype).encode() + str(tuple(v.shape)).encode()); h.update(v.contiguous().numpy().tobytes())\n"
+    "        h.update(str(v.dtype).encode() + str(tuple(v.shape)).encode())\n"
+    "        h.update(v.contiguous().numpy().tobytes())\n"
     "    else:\n"
     "        h.update(json.dumps(v).encode())\n"
     "print(h.hexdigest())\n"
@@ -116,7 +117,8 @@ def test_generator_equals_scalar_references():
              "square": lambda: np.maximum(ax, ay) - f32(0.85) * r,
              "triangle": lambda: np.maximum(f32(0.8660254) * ax - f32(0.5) * dy - f32(0.5 * EXTENT) * r,
                                             dy - f32(0.5 * EXTENT) * r),
-             "cross": lambda: np.minimum(np.maximum(ax - r, ay - f32(0.34) * r), np.maximum(ax - f32(0.34) * r, ay - r)),
+             "cross": lambda: np.minimum(np.maximum(ax - r, ay - f32(0.34) * r),
+                                         np.maximum(ax - f32(0.34) * r, ay - r)),
              }[SHAPES[p["shape"][i]]]()
         assert np.array_equal(got[i], np.clip(f32(0.5) - d, 0, 1)), SHAPES[p["shape"][i]]
 
@@ -248,7 +250,8 @@ def test_sound_pitch_follows_colour_loudness_size_timbre_shape(train_batch):
     share = [above[b["shape"] == k].median().item() for k in range(len(SHAPES))]
     assert share[SHAPES.index("circle")] < 0.01
     order = sorted(SHAPES, key=lambda s: share[SHAPES.index(s)])
-    assert order == sorted(SHAPES, key=lambda s: sum(a * a for a in HARMONICS[s][1:]) / sum(a * a for a in HARMONICS[s]))
+    overtone_share = {s: sum(a * a for a in HARMONICS[s][1:]) / sum(a * a for a in HARMONICS[s]) for s in SHAPES}
+    assert order == sorted(SHAPES, key=overtone_share.get)
 
 
 def test_video_direction_needs_temporal_order():

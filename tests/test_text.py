@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmlab.preprocess.text import (SimpleVocab, WordPieceTokenizer, basic_split, minilm_path, normalize_text,
-                                   wordpiece)
+from mmlab.preprocess.text import SimpleVocab, WordPieceTokenizer, basic_split, minilm_path, normalize_text, wordpiece
 
 HARD_STRINGS = [
     "Café déjà vu: naïve résumé at the Ångström façade!",
@@ -150,7 +149,8 @@ def test_decode_round_trip(ours, theirs):
         ids = ours.encode(text)["input_ids"][0]
         assert ours.decode(ids) == theirs.decode(ids.tolist(), skip_special_tokens=True) == text
     assert ours.decode(ours.encode("Zebra [UNK] x")["input_ids"][0]) == "zebra [UNK] x"
-    assert ours.decode(ours.encode("a", max_length=4)["input_ids"][0], skip_special_tokens=False) == "[CLS] a [SEP] [PAD]"
+    padded = ours.encode("a", max_length=4)["input_ids"][0]
+    assert ours.decode(padded, skip_special_tokens=False) == "[CLS] a [SEP] [PAD]"
     assert ours.batch_decode(ours.encode(["a b", "c"])["input_ids"]) == ["a b", "c"]
 
 

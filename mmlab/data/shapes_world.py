@@ -39,7 +39,6 @@ from mmlab.data.shapes_sound import (
     render_audio,
     tone_index,
 )
-from mmlab.validation import int_in_range
 from mmlab.data.shapes_text import (
     ANSWERS,
     COLORS,
@@ -54,6 +53,7 @@ from mmlab.data.shapes_text import (
     make_captions,
     make_questions,
 )
+from mmlab.validation import int_in_range
 
 __all__ = [
     "ANSWERS",

@@ -113,7 +113,9 @@ def normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tor
 
 
 def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize the short side to ``size`` (bilinear, antialiased) then centre-crop: (..., C, H, W) -> (..., C, size, size)."""
+    """Resize the short side to ``size`` (bilinear, antialiased), then centre-crop.
+
+    (..., C, H, W) -> (..., C, size, size)."""
     if require_tensor("images", images).dim() < 3:
         raise ValueError(f"resize_center_crop expects (..., C, H, W) images, got shape {tuple(images.shape)}")
     positive_int("size", size)

@@ -133,7 +133,8 @@ def wordpiece(word: str, vocab: dict[str, int] | set[str], unk_token: str = "[UN
 
 
 class _BatchEncoder:
-    """Shared ``encode``: subclasses provide ``tokenize``, ``convert_tokens_to_ids`` and ``cls_id``/``sep_id``/``pad_id``."""
+    """Shared ``encode``: subclasses provide ``tokenize``, ``convert_tokens_to_ids`` and
+    ``cls_id``/``sep_id``/``pad_id``."""
 
     cls_id: int
     sep_id: int
@@ -201,11 +202,13 @@ class WordPieceTokenizer(_BatchEncoder):
         self.id_to_token = {i: t for t, i in vocab.items()}
         self.lowercase, self.strip_accents = lowercase, strip_accents
         self.unk_token, self.cls_token, self.sep_token, self.pad_token = unk_token, cls_token, sep_token, pad_token
-        self.unk_id, self.cls_id, self.sep_id, self.pad_id = (vocab[t] for t in (unk_token, cls_token, sep_token, pad_token))
+        self.unk_id, self.cls_id, self.sep_id, self.pad_id = (
+            vocab[t] for t in (unk_token, cls_token, sep_token, pad_token))
         self.max_input_chars_per_word = max_input_chars_per_word
         specials = sorted({t for t in SPECIAL_TOKENS if t in vocab} | {unk_token, cls_token, sep_token, pad_token},
                           key=len, reverse=True)
-        self._special_re = re.compile("(" + "|".join(map(re.escape, specials)) + ")") if special_tokens_in_text else None
+        self._special_re = (re.compile("(" + "|".join(map(re.escape, specials)) + ")")
+                            if special_tokens_in_text else None)
 
     @classmethod
     def from_vocab_file(cls, path: str | Path, **options) -> "WordPieceTokenizer":
@@ -272,12 +275,14 @@ class WordPieceTokenizer(_BatchEncoder):
 
 
 class SimpleVocab(_BatchEncoder):
-    """A word-level vocabulary for small from-scratch models: lower-case words and punctuation, ``[UNK]`` for the rest."""
+    """A word-level vocabulary for small from-scratch models: lower-case words and punctuation,
+    ``[UNK]`` for the rest."""
 
     def __init__(self, tokens: Sequence[str]):
         self.itos = list(SPECIAL_TOKENS) + [t for t in tokens if t not in SPECIAL_TOKENS]
         self.stoi = {t: i for i, t in enumerate(self.itos)}
-        self.pad_id, self.unk_id, self.cls_id, self.sep_id = (self.stoi[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"))
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id = (
+            self.stoi[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"))
 
     @staticmethod
     def split(text: str) -> list[str]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from mmlab.validation import positive_int, require_tensor
 from mmlab.preprocess.image import patchify
+from mmlab.validation import positive_int, require_tensor
 
 STRATEGIES = ("uniform", "fps", "random")
 PAD_MODES = ("error", "repeat_last")
@@ -40,7 +40,8 @@ def frame_indices(num_available: int, num_frames: int, strategy: str = "uniform"
         raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
     if strategy == "fps":
         if fps is None or target_fps is None or fps <= 0 or target_fps <= 0:
-            raise ValueError(f"strategy='fps' needs positive fps and target_fps, got fps={fps}, target_fps={target_fps}")
+            raise ValueError(f"strategy='fps' needs positive fps and target_fps, "
+                             f"got fps={fps}, target_fps={target_fps}")
         if target_fps > fps:
             raise ValueError(f"target_fps={target_fps} is above the video's fps={fps}: sampling cannot add frames")
         step = fps / target_fps
