@@ -11,22 +11,36 @@ are caught once per step by `mmlab.train.fit`, which checks the loss.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
-from numbers import Integral
+import os
+from collections.abc import Collection, Iterable, Mapping
+from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "feature_pair", "features", "int_in_range", "keep_mask", "non_negative_int", "on_host", "one_of", "positive_int",
-    "positive_mask", "require_tensor", "scalar", "scalar_tensor",
+    "feature_pair",
+    "features",
+    "floating_batch",
+    "int_in_range",
+    "keep_mask",
+    "non_negative_int",
+    "on_host",
+    "one_of",
+    "positive_int",
+    "positive_mask",
+    "require_tensor",
+    "scalar",
+    "scalar_tensor",
 ]
 
 
 def on_host(t: Tensor) -> bool:
-    """True when reading `t`'s values costs no GPU synchronisation (CPU and meta tensors)."""
-    return t.device.type != "cuda"
+    """True when `t`'s values can be read without synchronising an accelerator: CPU tensors only
+    (not CUDA or MPS tensors, and not meta tensors, which have no values)."""
+    return t.device.type == "cpu"
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -96,6 +110,17 @@ def feature_pair(a: Any, b: Any, names: tuple[str, str] = ("image_features", "te
         raise ValueError(f"device mismatch: {names[0]} on {a.device}, {names[1]} on {b.device}")
 
 
+def floating_batch(name: str, x: Any, shape: tuple[int, ...], note: str = "") -> Tensor:
+    """`x` if it is a floating tensor of shape (B, *shape); `note` is added to the shape error."""
+    require_tensor(name, x)
+    if x.dim() != 1 + len(shape) or tuple(x.shape[1:]) != tuple(shape):
+        want = ", ".join(map(str, ("B", *shape)))
+        raise ValueError(f"{name} must have shape ({want}){note}, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+    return x
+
+
 def scalar(name: str, value: Any, positive: bool = False) -> None:
     """A real number or a 1-element floating tensor; finite (and > 0 when `positive`) where readable on the host."""
     if isinstance(value, Tensor):
@@ -162,3 +187,126 @@ def keep_mask(mask: Any, batch: int, length: int, device: torch.device, name: st
         if empty.numel():
             raise ValueError(f"{name} row {int(empty[0])} has no real tokens; every sequence needs at least one")
     return mask
+
+
+# ---- plain Python arguments: numbers, flags, names, callables, modules, paths -------------------------------
+
+def finite_float(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """`value` as a float if it is a real number (numpy scalars too; bools rejected), finite and within the bounds
+    given: `low <= value <= high`, with `<` instead of `<=` on a side marked open."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    below = low is not None and (v <= low if low_open else v < low)
+    above = high is not None and (v >= high if high_open else v > high)
+    if not math.isfinite(v) or below or above:
+        if low is not None and high is not None:
+            bounds = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            bounds = f" {'>' if low_open else '>='} {low:g}"
+        else:
+            bounds = f" {'<' if high_open else '<='} {high:g}" if high is not None else ""
+        raise ValueError(f"{name} must be a finite number{bounds}, got {value!r}")
+    return v
+
+
+def boolean(name: str, value: Any) -> bool:
+    """`value` if it is True or False (0, 1 and other truthy values are a TypeError)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def require_callable(name: str, value: Any) -> Any:
+    """`value` if it is callable, else a TypeError."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
+def require_module(name: str, value: Any) -> torch.nn.Module:
+    """`value` if it is a torch.nn.Module, else a TypeError."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+    return value
+
+
+def str_list(name: str, value: Any, single: bool = True) -> list[str]:
+    """A non-empty list of non-empty strings from a sequence of them, or (when `single`) from one string.
+
+    With `single=False` one string is a TypeError: iterating it would silently give its characters."""
+    if isinstance(value, str):
+        if not single:
+            raise TypeError(f"{name} must be a sequence of strings, not one string {value!r}")
+        value = [value]
+    if not isinstance(value, Iterable) or isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a string or a sequence of strings, got {type(value).__name__}")
+    items = list(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"{name} must hold strings only, got {type(item).__name__} {item!r}")
+    if not items or not all(items):
+        raise ValueError(f"{name} must be one or more non-empty strings, got {items!r}")
+    return items
+
+
+def writable_path(name: str, path: Any, folder: bool = False) -> Path:
+    """`path` as a Path where a file (a folder, when `folder`) can be written, checked without writing anything.
+
+    An existing path must be of that kind and writable; otherwise its nearest existing parent must be a
+    writable folder (the missing folders in between can then be created)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
+    path = Path(path)
+    kind = "folder" if folder else "file"
+    if path.exists():
+        if path.is_dir() != folder:
+            raise ValueError(f"{name} {str(path)!r} must be a {kind}, but it is {'a file' if folder else 'a folder'}")
+        target = path
+    else:
+        target = path.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise ValueError(f"{name} {str(path)!r} cannot be created: {str(target)!r} is not a folder")
+    if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
+        raise ValueError(f"{name} {str(path)!r} is not writable (no write permission on {str(target)!r})")
+    return path
+
+
+# ---- tensors of class indices and of plottable values ------------------------------------------------------
+
+def class_indices(name: str, value: Any, n: int | None = None) -> Tensor:
+    """Class indices as a 1-D int64 tensor (from a tensor, an array or a sequence of ints), of length `n` when
+    given; on the host also: none negative. Floating or bool values are a TypeError."""
+    try:
+        y = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be integer class indices (a tensor or a sequence of ints), "
+                        f"got {type(value).__name__}") from None
+    if y.numel() == 0 and not isinstance(value, Tensor):
+        y = y.long()  # torch.as_tensor([]) is float32
+    if y.ndim != 1 or (n is not None and len(y) != n):
+        raise ValueError(f"{name} must have shape ({'N' if n is None else n},), got {tuple(y.shape)}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must be integer class indices, got {y.dtype}")
+    y = y.long()
+    if on_host(y) and y.numel() and int(y.min()) < 0:
+        raise ValueError(f"{name} must be non-negative class indices, got {int(y.min())}")
+    return y
+
+
+def floating_tensor(name: str, value: Any, ndim: int | tuple[int, ...], layout: str) -> Tensor:
+    """`value` if it is a non-empty floating tensor with `ndim` dimensions (or one of several), finite when its
+    values are on the host; `layout` names the expected shape in the error, e.g. "(C, H, W)"."""
+    require_tensor(name, value)
+    if value.dim() not in ((ndim,) if isinstance(ndim, int) else ndim):
+        raise ValueError(f"{name} must be {layout}, got shape {tuple(value.shape)}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {value.dtype}")
+    if value.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(value.shape)}")
+    if on_host(value) and not torch.isfinite(value.detach()).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return value

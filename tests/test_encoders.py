@@ -6,17 +6,24 @@ from mmlab.encoders import (
     AudioConfig,
     AudioTransformer,
     CrossAttentionBlock,
+    EncoderOutput,
     TextConfig,
     TextTransformer,
+    Transformer,
+    TransformerConfig,
     TubeletConfig,
     TubeletTransformer,
     VideoConfig,
     VideoTransformer,
-    ViTConfig,
     VisionTransformer,
+    ViTConfig,
+    masked_mean,
     vit_from_hf,
     vit_to_hf,
 )
+
+FRAME = ViTConfig(dim=16, depth=1, heads=2, image_size=8, patch_size=4)
+AUDIO = AudioConfig(num_samples=1600, n_mels=16, patch_freq=8, patch_time=4, dim=16, depth=1, heads=2)
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -77,22 +84,20 @@ def test_audio_shapes_and_param_count():
     assert c.num_frames == 11 and c.grid == (2, 2)
     m = AudioTransformer(c)
     assert n_params(m) == 8 * 4 * 16 + 16 + 16 + (1 + 4) * 16 + stack_params(16, 1, 32)
-    mel = torch.randn(3, 16, 11)
-    assert m.forward_mel(mel).shape == (3, 5, 16)
-    assert m.pooled_mel(mel).shape == (3, 16)
-    torch.testing.assert_close(m.pooled(mel), m.pooled_mel(mel))  # pooled takes a spectrogram too
+    mel = torch.randn(3, 16, 11)  # a precomputed spectrogram goes in directly
+    assert m(mel).shape == (3, 5, 16)
+    torch.testing.assert_close(m.pooled(mel), m(mel)[:, 0])
     with pytest.raises(ValueError, match=r"spectrogram must have shape \(B, 16, 11\)"):
-        m.forward_mel(torch.randn(3, 16, 12))
+        m(torch.randn(3, 16, 12))
 
 
 def test_audio_from_waveform():
     pytest.importorskip("mmlab.preprocess.audio")
-    c = AudioConfig(num_samples=1600, n_mels=16, patch_freq=8, patch_time=4, dim=16, depth=1, heads=2)
-    m = AudioTransformer(c)
+    m = AudioTransformer(AUDIO).eval()
     wave = torch.sin(torch.arange(1600) * 0.3)[None].repeat(2, 1) * 0.5
     assert m.spectrogram(wave).shape == (2, 16, 11)
-    assert m.pooled(wave).shape == (2, 16)
-    with pytest.raises(ValueError, match="waveform must have shape"):
+    torch.testing.assert_close(m.pooled(wave), m.pooled(m.spectrogram(wave)))
+    with pytest.raises(ValueError, match=r"waveform must have shape \(B, 1600\) at 16000 Hz"):
         m(torch.zeros(2, 1000))
 
 
@@ -111,26 +116,89 @@ def test_video_encoders_shapes_and_param_counts():
 
 
 def test_video_encoder_sees_frame_order():
-    frame = ViTConfig(dim=16, depth=1, heads=2, image_size=8, patch_size=4)
-    m = VideoTransformer(VideoConfig(dim=16, depth=1, heads=2, num_frames=4, frame=frame)).eval()
+    m = VideoTransformer(VideoConfig(dim=16, depth=1, heads=2, num_frames=4, frame=FRAME)).eval()
     video = torch.rand(1, 4, 3, 8, 8)
     assert not torch.allclose(m.pooled(video), m.pooled(video.flip(1)), atol=1e-5)
 
 
-def test_attention_maps_are_distributions_and_match_fast_path():
-    m = VisionTransformer(ViTConfig(dim=16, depth=2, heads=2, image_size=8, patch_size=4)).eval()
-    x = torch.rand(2, 3, 8, 8)
-    y, maps = m(x, return_attention=True)
-    assert len(maps) == 2 and maps[0].shape == (2, 2, 5, 5)
-    torch.testing.assert_close(maps[0].sum(-1), torch.ones(2, 2, 5))
-    torch.testing.assert_close(y, m(x))
+ENCODERS = {  # kind -> (encoder, its inputs)
+    "vision": lambda: (VisionTransformer(ViTConfig(dim=16, depth=2, heads=2, image_size=8, patch_size=4, pool="mean")),
+                       (torch.rand(2, 3, 8, 8),)),
+    "text": lambda: (TextTransformer(TextConfig(vocab_size=20, max_length=6, dim=8, depth=2, heads=2, pool="mean")),
+                     (torch.randint(1, 20, (2, 6)), torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]]))),
+    "audio": lambda: (AudioTransformer(AUDIO), (torch.randn(2, 1600),)),
+    "video": lambda: (VideoTransformer(VideoConfig(dim=16, depth=2, heads=2, num_frames=4, frame=FRAME)),
+                      (torch.rand(2, 4, 3, 8, 8),)),
+    "tubelet": lambda: (TubeletTransformer(TubeletConfig(dim=16, depth=2, heads=2, image_size=8, patch_size=4,
+                                                         num_frames=4, tubelet_frames=2, pool="mean")),
+                        (torch.rand(2, 4, 3, 8, 8),)),
+}
+
+
+@pytest.mark.parametrize("kind", list(ENCODERS))
+def test_every_encoder_has_the_same_api(kind):
+    """forward -> tokens; forward_with_attention -> EncoderOutput; pooled(inputs) == pool(forward(inputs))."""
+    model, inputs = ENCODERS[kind]()
+    model.eval()
+    with torch.no_grad():
+        tokens = model(*inputs)
+        out = model.forward_with_attention(*inputs)
+        pooled = model.pooled(*inputs)
+    assert isinstance(out, EncoderOutput) and len(out.attentions) == model.config.depth
+    torch.testing.assert_close(out.tokens, tokens)  # the explicit softmax equals the fused kernel
+    b, n, d = tokens.shape
+    assert out.attentions[0].shape == (b, model.config.heads, n, n)
+    torch.testing.assert_close(out.attentions[-1].sum(-1), torch.ones(b, model.config.heads, n))
+    assert pooled.shape == (b, d)
+    torch.testing.assert_close(pooled, model.pool(tokens, *inputs[1:]))
 
 
 def test_masked_keys_get_zero_attention():
     m = TextTransformer(TextConfig(vocab_size=20, max_length=6, dim=8, depth=1, heads=2)).eval()
     mask = torch.tensor([[1, 1, 1, 0, 0, 0]])
-    _, maps = m(torch.randint(1, 20, (1, 6)), mask, return_attention=True)
+    maps = m.forward_with_attention(torch.randint(1, 20, (1, 6)), mask).attentions
     assert torch.all(maps[0][..., 3:] == 0)
+
+
+def test_transformer_from_config():
+    c = TransformerConfig(dim=16, depth=3, heads=4, mlp_ratio=1.5, qkv_bias=False, layer_norm_eps=1e-5, dropout=0.1)
+    t = Transformer.from_config(c)
+    assert len(t.blocks) == 3 and t.norm.eps == 1e-5 and t.blocks[0].attn.q.bias is None
+    assert t.blocks[0].mlp.fc1.out_features == 24 and t.blocks[0].attn.heads == 4 and t.blocks[0].attn.dropout == 0.1
+
+
+def test_seeded_init_draws_in_module_order():
+    """Seeded encoders keep their numbers: conv patch embedding, then positions (CLS starts at 0), then blocks."""
+    c = ViTConfig(dim=16, depth=1, heads=2, image_size=8, patch_size=4)
+    torch.manual_seed(0)
+    m = VisionTransformer(c)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 16, 4, stride=4)
+    pos = torch.randn(1, 5, 16) * 0.02
+    blocks = Transformer.from_config(c)
+    torch.testing.assert_close(m.patch_embed.weight, conv.weight, rtol=0, atol=0)
+    torch.testing.assert_close(m.pos_embed, pos, rtol=0, atol=0)
+    torch.testing.assert_close(m.transformer.blocks[0].attn.q.weight, blocks.blocks[0].attn.q.weight, rtol=0, atol=0)
+    assert torch.all(m.cls_token == 0)
+    video = VideoTransformer(VideoConfig(dim=16, depth=1, heads=2, num_frames=4, frame=FRAME))
+    assert {"cls_token", "time_embed", "frame_encoder.cls_token", "frame_encoder.pos_embed"} <= set(video.state_dict())
+
+
+def test_nan_and_inf_in_padded_positions_do_not_leak():
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    x = torch.randn(2, 5, 8)
+    bad = x.clone()
+    bad[0, 3], bad[0, 4] = float("nan"), float("inf")
+    t = Transformer(8, 2, 2, 16).eval()
+    blk = CrossAttentionBlock(dim=8, heads=2, mlp_dim=16).eval()
+    q = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(t(bad, mask)[mask], t(x, mask)[mask])
+        torch.testing.assert_close(t.forward_with_attention(bad, mask).tokens[mask], t(x, mask)[mask])
+        torch.testing.assert_close(blk(q, bad, mask), blk(q, x, mask))
+    torch.testing.assert_close(masked_mean(bad, mask), masked_mean(x, mask))
+    torch.testing.assert_close(masked_mean(x, mask)[0], x[0, :3].mean(0))
 
 
 def test_cross_attention_block_respects_context_mask():
@@ -146,7 +214,8 @@ def test_cross_attention_block_respects_context_mask():
 
 @pytest.mark.parametrize("qkv_bias", [True, False])
 def test_vit_round_trip_with_transformers(qkv_bias):
-    from transformers import ViTConfig as HFConfig, ViTModel
+    from transformers import ViTConfig as HFConfig
+    from transformers import ViTModel
 
     torch.manual_seed(0)
     hf_config = HFConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40,
@@ -175,27 +244,69 @@ def test_vit_to_hf_from_our_init():
 
 
 def test_bad_inputs_raise_clear_errors():
+    """A wrong Python type or dtype is a TypeError; a wrong shape or value is a ValueError."""
     with pytest.raises(ValueError, match="not divisible"):
         ViTConfig(image_size=30, patch_size=8)
     with pytest.raises(ValueError, match="divisible by"):
         ViTConfig(dim=30, heads=4)
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ValueError, match="TextConfig.depth must be a positive integer"):
         TextConfig(depth=0)
-    m = VisionTransformer(ViTConfig(dim=16, depth=1, heads=2, image_size=8, patch_size=4))
-    with pytest.raises(ValueError, match=r"\(B, 3, 8, 8\)"):
+    with pytest.raises(TypeError, match="ViTConfig.patch_size must be a positive integer"):
+        ViTConfig(patch_size=4.0)
+    with pytest.raises(TypeError, match="mlp_ratio must be a number"):
+        TransformerConfig(mlp_ratio="2")
+    with pytest.raises(ValueError, match="layer_norm_eps must be positive"):
+        TransformerConfig(layer_norm_eps=0.0)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        ViTConfig(pool="max")
+    with pytest.raises(ValueError, match="frame encoder width"):
+        VideoConfig(dim=16, heads=2, frame=ViTConfig(dim=32))
+    m = VisionTransformer(FRAME)
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 3, 8, 8\)"):
         m(torch.rand(2, 3, 16, 16))
-    with pytest.raises(TypeError, match="floating"):
+    with pytest.raises(TypeError, match="images must be a floating tensor"):
         m(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="images must be a torch.Tensor"):
+        m([[0.0]])
     t = TextTransformer(TextConfig(vocab_size=10, max_length=4, dim=8, depth=1, heads=2))
     with pytest.raises(ValueError, match="max_length"):
         t(torch.zeros(1, 5, dtype=torch.long))
-    with pytest.raises(ValueError, match="token ids"):
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 10\)"):
         t(torch.full((1, 3), 10))
-    with pytest.raises(ValueError, match="no real tokens"):
-        t(torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 0], [0, 0, 0]]))
-    with pytest.raises(ValueError, match="video must have shape"):
-        VideoTransformer(VideoConfig(dim=16, depth=1, heads=2, num_frames=4,
-                                     frame=ViTConfig(dim=16, depth=1, heads=2, image_size=8, patch_size=4)))(
-            torch.rand(1, 3, 3, 8, 8))
-    with pytest.raises(ValueError, match="frame encoder width"):
-        VideoConfig(dim=16, heads=2, frame=ViTConfig(dim=32))
+    with pytest.raises(TypeError, match="input_ids must be int64 or int32"):
+        t(torch.zeros(1, 3))
+    with pytest.raises(TypeError, match="input_ids must be a torch.Tensor"):
+        t([[1, 2, 3]])
+    with pytest.raises(ValueError, match=r"input_ids must be a \(B, L\) tensor"):
+        t(torch.zeros(3, dtype=torch.long))
+    ids = torch.ones(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="attention_mask row 1 has no real tokens"):
+        t(ids, torch.tensor([[1, 1, 0], [0, 0, 0]]))
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        t(ids, torch.ones(2, 4, dtype=torch.long))
+    with pytest.raises(TypeError, match="attention_mask must be bool or integer"):
+        t(ids, torch.ones(2, 3))
+    video = VideoTransformer(VideoConfig(dim=16, depth=1, heads=2, num_frames=4, frame=FRAME))
+    with pytest.raises(ValueError, match=r"video must have shape \(B, 4, 3, 8, 8\)"):
+        video(torch.rand(1, 3, 3, 8, 8))
+    with pytest.raises(TypeError, match="video must be a torch.Tensor"):
+        video(None)
+    a = AudioTransformer(AUDIO)
+    with pytest.raises(TypeError, match="waveform must be a floating tensor"):
+        a(torch.zeros(2, 1600, dtype=torch.int16))
+    with pytest.raises(TypeError, match="waveform must be a torch.Tensor"):
+        a([0.0] * 1600)
+
+
+def test_value_checks_only_read_host_tensors(monkeypatch):
+    """Reading a CUDA tensor's values would synchronise the GPU: pretend the inputs are not on the host."""
+    import mmlab.encoders.text
+    import mmlab.validation
+
+    for module in (mmlab.validation, mmlab.encoders.text):
+        monkeypatch.setattr(module, "on_host", lambda t: False)
+    t = TextTransformer(TextConfig(vocab_size=10, max_length=4, dim=8, depth=1, heads=2))
+    t(torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 0], [1, 0, 0]]))
+    t(torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 0], [0, 0, 0]]))  # the empty row is not read
+    with pytest.raises(IndexError):  # the embedding lookup fails, not the id check
+        t(torch.full((1, 3), 10))

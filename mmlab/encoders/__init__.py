@@ -1,10 +1,12 @@
-"""Modality encoders built from shared transformer blocks; every forward returns tokens (B, N, D)
-and `pooled(...)` returns (B, D)."""
+"""Modality encoders built from shared transformer blocks. Every encoder has the same API:
+`forward(inputs)` returns tokens (B, N, D), `forward_with_attention(inputs)` an `EncoderOutput`
+(tokens, per-layer attention), `pool(tokens)` and `pooled(inputs)` the pooled (B, D) feature."""
 from mmlab.encoders.audio import AudioTransformer, log_mel_db
 from mmlab.encoders.config import AudioConfig, TextConfig, TransformerConfig, TubeletConfig, VideoConfig, ViTConfig
 from mmlab.encoders.layers import (
     MLP,
     CrossAttentionBlock,
+    EncoderOutput,
     MultiHeadSelfAttention,
     Transformer,
     TransformerBlock,
@@ -19,6 +21,7 @@ __all__ = [
     "AudioConfig",
     "AudioTransformer",
     "CrossAttentionBlock",
+    "EncoderOutput",
     "MultiHeadSelfAttention",
     "TextConfig",
     "TextTransformer",

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from mmlab.encoders.config import AudioConfig
-from mmlab.encoders.layers import Transformer
+from mmlab.encoders.layers import EncoderOutput, Transformer, add_cls_and_positions, cls_and_positions
+from mmlab.validation import floating_batch
 
 
 def log_mel_db(waveform: Tensor, config: AudioConfig) -> Tensor:
@@ -22,46 +23,42 @@ def log_mel_db(waveform: Tensor, config: AudioConfig) -> Tensor:
 
 
 class AudioTransformer(nn.Module):
-    """waveform (B, T) -> tokens (B, 1 + N, D) via a log-mel spectrogram; `forward_mel` takes the spectrogram."""
+    """audio -> tokens (B, 1 + N, D). Every method taking `audio` accepts a (B, T) waveform, turned into
+    a log-mel spectrogram, or that (B, n_mels, frames) spectrogram precomputed (`spectrogram`)."""
 
     def __init__(self, config: AudioConfig):
         super().__init__()
         self.config, self.dim = config, config.dim
         c = config
         self.patch_embed = nn.Conv2d(1, c.dim, (c.patch_freq, c.patch_time), stride=(c.patch_freq, c.patch_time))
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, 1 + c.num_patches, c.dim) * 0.02)
-        self.transformer = Transformer(c.dim, c.depth, c.heads, c.mlp_dim, c.qkv_bias, c.layer_norm_eps, c.dropout)
+        self.cls_token, self.pos_embed = cls_and_positions(c.num_patches, c.dim)
+        self.transformer = Transformer.from_config(c)
 
     def spectrogram(self, waveform: Tensor) -> Tensor:
         """(B, T) -> (B, n_mels, frames) normalised log-mel."""
         c = self.config
-        if not isinstance(waveform, Tensor) or waveform.ndim != 2 or waveform.shape[1] != c.num_samples:
-            raise ValueError(f"waveform must have shape (B, {c.num_samples}) at {c.sample_rate} Hz, "
-                             f"got {tuple(getattr(waveform, 'shape', ()))}")
-        if not waveform.is_floating_point():
-            raise TypeError(f"waveform must be a floating tensor, got {waveform.dtype}")
-        return log_mel_db(waveform, c)
+        return log_mel_db(floating_batch("waveform", waveform, (c.num_samples,), f" at {c.sample_rate} Hz"), c)
 
-    def forward_mel(self, mel: Tensor, return_attention: bool = False):
-        """(B, n_mels, frames) -> (B, 1 + N, D); frames beyond a whole number of patches are dropped."""
+    def embed(self, audio: Tensor) -> Tensor:
+        """Patch + CLS + position embeddings -> (B, 1 + N, D); frames beyond a whole number of patches are dropped."""
         c = self.config
-        if mel.ndim != 3 or mel.shape[1:] != (c.n_mels, c.num_frames):
-            raise ValueError(f"spectrogram must have shape (B, {c.n_mels}, {c.num_frames}), got {tuple(mel.shape)}")
+        is_mel = isinstance(audio, Tensor) and audio.ndim == 3
+        mel = floating_batch("spectrogram", audio, (c.n_mels, c.num_frames)) if is_mel else self.spectrogram(audio)
         x = self.patch_embed(mel[:, None]).flatten(2).transpose(1, 2)  # (B, F'*T', D), frequency-major
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed  # (B, 1 + N, D)
-        return self.transformer(x, return_attention=return_attention)
+        return add_cls_and_positions(x, self.cls_token, self.pos_embed)  # (B, 1 + N, D)
 
-    def forward(self, waveform: Tensor, return_attention: bool = False):
-        """(B, T) -> (B, 1 + N, D)."""
-        return self.forward_mel(self.spectrogram(waveform), return_attention)
+    def forward(self, audio: Tensor) -> Tensor:
+        """waveform (B, T) or spectrogram (B, n_mels, frames) -> (B, 1 + N, D)."""
+        return self.transformer(self.embed(audio))
+
+    def forward_with_attention(self, audio: Tensor) -> EncoderOutput:
+        """As `forward`, plus per-layer attention (B, heads, 1 + N, 1 + N)."""
+        return self.transformer.forward_with_attention(self.embed(audio))
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """(B, 1 + N, D) -> (B, D): the CLS token."""
+        return tokens[:, 0]
 
     def pooled(self, audio: Tensor) -> Tensor:
-        """(B, T) waveform or (B, n_mels, frames) precomputed spectrogram -> (B, D): the CLS token."""
-        if isinstance(audio, Tensor) and audio.ndim == 3:
-            return self.pooled_mel(audio)
-        return self(audio)[:, 0]
-
-    def pooled_mel(self, mel: Tensor) -> Tensor:
-        """(B, n_mels, frames) -> (B, D), for precomputed spectrograms."""
-        return self.forward_mel(mel)[:, 0]
+        """waveform (B, T) or spectrogram (B, n_mels, frames) -> (B, D)."""
+        return self.pool(self(audio))

@@ -3,10 +3,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmlab.validation import one_of, positive_int
+
+
+def _positive_ints(owner: str, **values: int) -> None:
+    for name, v in values.items():
+        positive_int(f"{owner}.{name}", v)
+
 
 def _positive(owner: str, **values: float) -> None:
     for name, v in values.items():
-        if isinstance(v, bool) or not v > 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{owner}.{name} must be a number, got {type(v).__name__} {v!r}")
+        if not v > 0:
             raise ValueError(f"{owner}.{name} must be positive, got {v!r}")
 
 
@@ -33,8 +42,8 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        _positive(name, dim=self.dim, depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio,
-                  layer_norm_eps=self.layer_norm_eps)
+        _positive_ints(name, dim=self.dim, depth=self.depth, heads=self.heads)
+        _positive(name, mlp_ratio=self.mlp_ratio, layer_norm_eps=self.layer_norm_eps)
         _divides(name, "dim", self.dim, self.heads)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{name}.dropout must be in [0, 1), got {self.dropout}")
@@ -59,10 +68,10 @@ class ViTConfig(TransformerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("ViTConfig", image_size=self.image_size, patch_size=self.patch_size, in_channels=self.in_channels)
+        _positive_ints("ViTConfig", image_size=self.image_size, patch_size=self.patch_size,
+                       in_channels=self.in_channels)
         _divides("ViTConfig", "image_size", self.image_size, self.patch_size)
-        if self.pool not in ("cls", "mean"):
-            raise ValueError(f"ViTConfig.pool must be 'cls' or 'mean', got {self.pool!r}")
+        one_of("ViTConfig.pool", self.pool, ("cls", "mean"))
 
 
 @dataclass
@@ -76,9 +85,8 @@ class TextConfig(TransformerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("TextConfig", vocab_size=self.vocab_size, max_length=self.max_length)
-        if self.pool not in ("cls", "mean"):
-            raise ValueError(f"TextConfig.pool must be 'cls' or 'mean', got {self.pool!r}")
+        _positive_ints("TextConfig", vocab_size=self.vocab_size, max_length=self.max_length)
+        one_of("TextConfig.pool", self.pool, ("cls", "mean"))
 
 
 @dataclass
@@ -113,9 +121,10 @@ class AudioConfig(TransformerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("AudioConfig", sample_rate=self.sample_rate, num_samples=self.num_samples, n_fft=self.n_fft,
-                  hop_length=self.hop_length, n_mels=self.n_mels, patch_freq=self.patch_freq,
-                  patch_time=self.patch_time, db_std=self.db_std)
+        _positive_ints("AudioConfig", sample_rate=self.sample_rate, num_samples=self.num_samples, n_fft=self.n_fft,
+                       hop_length=self.hop_length, n_mels=self.n_mels, patch_freq=self.patch_freq,
+                       patch_time=self.patch_time)
+        _positive("AudioConfig", db_std=self.db_std)
         _divides("AudioConfig", "n_mels", self.n_mels, self.patch_freq)
         if self.num_frames < self.patch_time:
             raise ValueError(f"AudioConfig: {self.num_frames} frames is fewer than patch_time {self.patch_time}")
@@ -130,9 +139,10 @@ class VideoConfig(TransformerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("VideoConfig", num_frames=self.num_frames)
+        _positive_ints("VideoConfig", num_frames=self.num_frames)
         if self.frame.dim != self.dim:
-            raise ValueError(f"VideoConfig: frame encoder width {self.frame.dim} must equal the temporal width {self.dim}")
+            raise ValueError(
+                f"VideoConfig: frame encoder width {self.frame.dim} must equal the temporal width {self.dim}")
 
 
 @dataclass
@@ -148,5 +158,5 @@ class TubeletConfig(ViTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("TubeletConfig", num_frames=self.num_frames, tubelet_frames=self.tubelet_frames)
+        _positive_ints("TubeletConfig", num_frames=self.num_frames, tubelet_frames=self.tubelet_frames)
         _divides("TubeletConfig", "num_frames", self.num_frames, self.tubelet_frames)

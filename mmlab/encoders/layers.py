@@ -1,27 +1,56 @@
-"""Shared transformer blocks: self-attention, MLP, pre-norm block, stack, cross-attention.
+"""Shared transformer blocks: self-attention, MLP, pre-norm block, stack, cross-attention; the CLS and
+position embeddings, pooling and input checks every encoder uses.
 
 Masks follow the tokenizer convention: `mask` is (B, N) with True/1 for real tokens and
-False/0 for padding. Padding keys are ignored by every query, so the outputs at real
-positions do not depend on what the padded positions hold.
+False/0 for padding. Padding keys are ignored by every query, and their values are replaced
+by zeros before any arithmetic, so the outputs at real positions do not depend on what the
+padded positions hold, even NaN or inf.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmlab.encoders.config import TransformerConfig
+from mmlab.validation import keep_mask
 
-def check_mask(mask: Tensor | None, batch: int, length: int, device: torch.device) -> Tensor | None:
-    """Validate a (B, N) keep-mask and return it as bool on `device` (None stays None)."""
-    if mask is None:
-        return None
-    if mask.shape != (batch, length):
-        raise ValueError(f"mask must have shape (B, N) = {(batch, length)}, got {tuple(mask.shape)}")
-    mask = mask.to(device=device, dtype=torch.bool)
-    if not mask.any(dim=1).all():
-        empty = int((~mask.any(dim=1)).nonzero()[0, 0])
-        raise ValueError(f"mask row {empty} has no real tokens; every sequence needs at least one")
-    return mask
+
+class EncoderOutput(NamedTuple):
+    """What `forward_with_attention` returns: the tokens and one attention map per layer."""
+
+    tokens: Tensor  # (B, N, D)
+    attentions: tuple[Tensor, ...]  # per layer (B, heads, N, N), rows sum to 1
+
+
+def zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:
+    """x (B, N, D) with the positions where the bool `mask` (B, N) is False set to 0 (NaN and inf too)."""
+    return x if mask is None else x.masked_fill(~mask[..., None], 0.0)
+
+
+def position_embedding(length: int, dim: int) -> nn.Parameter:
+    """Learned positions (1, length, D), initialised N(0, 0.02^2)."""
+    return nn.Parameter(torch.randn(1, length, dim) * 0.02)
+
+
+def cls_and_positions(num_tokens: int, dim: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """A CLS token (1, 1, D), initialised to zeros, and positions (1, 1 + num_tokens, D) for CLS + tokens.
+
+    Assign both to attributes of the encoder (`self.cls_token, self.pos_embed = ...`) so its
+    state_dict names stay those of ViT (and of transformers' ViTModel conversion)."""
+    return nn.Parameter(torch.zeros(1, 1, dim)), position_embedding(1 + num_tokens, dim)
+
+
+def add_cls_and_positions(x: Tensor, cls_token: Tensor, pos_embed: Tensor) -> Tensor:
+    """(B, N, D) -> (B, 1 + N, D): the CLS token prepended, then positions added."""
+    return torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1) + pos_embed
+
+
+def cls_or_mean(tokens: Tensor, pool: str) -> Tensor:
+    """(B, 1 + N, D) -> (B, D): the CLS token (pool="cls") or the mean of the N tokens after it (pool="mean")."""
+    return tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(dim=1)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -41,23 +70,30 @@ class MultiHeadSelfAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.heads, self.dim // self.heads).transpose(1, 2)  # (B, h, N, d)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False):
-        """x (B, N, D), mask (B, N) keep-mask -> (B, N, D) [, attention (B, h, N, N)]."""
-        b, n, _ = x.shape
-        q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
+    def _qkv(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        kv = zero_padding(x, mask)  # padded keys and values hold zeros, so NaN cannot leak through 0 * NaN
+        return self._split(self.q(x)), self._split(self.k(kv)), self._split(self.v(kv))
+
+    def _merge(self, y: Tensor) -> Tensor:
+        b, _, n, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, n, self.dim))  # (B, h, N, d) -> (B, N, D)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, N, D), mask (B, N) bool keep-mask -> (B, N, D), via F.scaled_dot_product_attention."""
+        q, k, v = self._qkv(x, mask)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, N): True = attend
         p = self.dropout if self.training else 0.0
-        if return_attention:  # explicit softmax so the weights can be returned (for plots)
-            scores = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5)  # (B, h, N, N)
-            if attn_mask is not None:
-                scores = scores.masked_fill(~attn_mask, float("-inf"))
-            weights = scores.softmax(dim=-1)
-            y = F.dropout(weights, p) @ v  # (B, h, N, d)
-        else:
-            weights = None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        y = self.out(y.transpose(1, 2).reshape(b, n, self.dim))  # (B, N, D)
-        return (y, weights) if return_attention else y
+        return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p))
+
+    def forward_with_attention(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """As `forward`, with an explicit softmax so the weights can be returned: ((B, N, D), (B, h, N, N))."""
+        q, k, v = self._qkv(x, mask)
+        scores = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5)  # (B, h, N, N)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        weights = scores.softmax(dim=-1)
+        p = self.dropout if self.training else 0.0
+        return self._merge(F.dropout(weights, p) @ v), weights
 
 
 class MLP(nn.Module):
@@ -83,12 +119,17 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, mlp_dim, dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False):
-        h = self.attn(self.norm1(x), mask, return_attention)
-        h, weights = h if return_attention else (h, None)
-        x = x + h
-        x = x + self.mlp(self.norm2(x))  # (B, N, D)
-        return (x, weights) if return_attention else x
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        return x + self.mlp(self.norm2(x))  # (B, N, D)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, N, D), mask (B, N) bool keep-mask -> (B, N, D)."""
+        return self._feed_forward(x + self.attn(self.norm1(x), mask))
+
+    def forward_with_attention(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """As `forward`, also returning the attention weights (B, h, N, N)."""
+        h, weights = self.attn.forward_with_attention(self.norm1(x), mask)
+        return self._feed_forward(x + h), weights
 
 
 class Transformer(nn.Module):
@@ -101,18 +142,26 @@ class Transformer(nn.Module):
             TransformerBlock(dim, heads, mlp_dim, qkv_bias, eps, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=eps)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False):
-        """x (B, N, D) -> (B, N, D) [, list of per-layer attention (B, h, N, N)]."""
-        mask = check_mask(mask, x.shape[0], x.shape[1], x.device)
+    @classmethod
+    def from_config(cls, c: TransformerConfig) -> Transformer:
+        """The stack described by a TransformerConfig (or any encoder config deriving from it)."""
+        return cls(c.dim, c.depth, c.heads, c.mlp_dim, c.qkv_bias, c.layer_norm_eps, c.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, N, D), mask (B, N) keep-mask (bool or 0/1) -> (B, N, D)."""
+        mask = keep_mask(mask, x.shape[0], x.shape[1], x.device)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+    def forward_with_attention(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        """As `forward`, also returning each layer's attention weights (B, h, N, N)."""
+        mask = keep_mask(mask, x.shape[0], x.shape[1], x.device)
         maps = []
         for block in self.blocks:
-            if return_attention:
-                x, w = block(x, mask, True)
-                maps.append(w)
-            else:
-                x = block(x, mask)
-        x = self.norm(x)
-        return (x, maps) if return_attention else x
+            x, weights = block.forward_with_attention(x, mask)
+            maps.append(weights)
+        return EncoderOutput(self.norm(x), tuple(maps))
 
 
 class CrossAttentionBlock(nn.Module):
@@ -138,19 +187,24 @@ class CrossAttentionBlock(nn.Module):
         if context.shape[0] != x.shape[0]:
             raise ValueError(f"batch mismatch: queries {x.shape[0]} vs context {context.shape[0]}")
         b, nq, d = x.shape
-        mask = check_mask(context_mask, b, context.shape[1], x.device)
+        mask = keep_mask(context_mask, b, context.shape[1], x.device, name="context_mask")
         h = self.heads
         q = self.q(self.norm_q(x)).view(b, nq, h, d // h).transpose(1, 2)  # (B, h, Nq, d)
-        k, v = self.kv(self.norm_c(context)).view(b, -1, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, Nc, d)
+        context = self.norm_c(zero_padding(context, mask))  # padded keys and values hold no NaN
+        k, v = self.kv(context).view(b, -1, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x (B, h, Nc, d)
         attn_mask = None if mask is None else mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, h, Nq, d)
         x = x + self.out(y.transpose(1, 2).reshape(b, nq, d))
         return x + self.mlp(self.norm2(x))  # (B, Nq, D)
 
 
 def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean over tokens (B, N, D) -> (B, D), counting only positions where mask (B, N) is True."""
+    """Mean over tokens (B, N, D) -> (B, D), counting only positions where mask (B, N) is True/non-zero.
+
+    Masked-out positions are selected away, not multiplied by 0, so NaN or inf there cannot leak."""
     if mask is None:
         return x.mean(dim=1)
-    m = mask.to(x.dtype)[..., None]  # (B, N, 1)
-    return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    keep = mask.to(device=x.device, dtype=torch.bool)
+    count = keep.sum(dim=1, keepdim=True).clamp_min(1).to(x.dtype)  # (B, 1)
+    return zero_padding(x, keep).sum(dim=1) / count

@@ -5,7 +5,8 @@ import torch
 from torch import Tensor, nn
 
 from mmlab.encoders.config import TextConfig
-from mmlab.encoders.layers import Transformer, masked_mean
+from mmlab.encoders.layers import EncoderOutput, Transformer, masked_mean, position_embedding
+from mmlab.validation import keep_mask, on_host, require_tensor
 
 
 class TextTransformer(nn.Module):
@@ -16,27 +17,35 @@ class TextTransformer(nn.Module):
         self.config, self.dim = config, config.dim
         c = config
         self.token_embed = nn.Embedding(c.vocab_size, c.dim, padding_idx=c.pad_token_id)
-        self.pos_embed = nn.Parameter(torch.randn(1, c.max_length, c.dim) * 0.02)
-        self.transformer = Transformer(c.dim, c.depth, c.heads, c.mlp_dim, c.qkv_bias, c.layer_norm_eps, c.dropout)
+        self.pos_embed = position_embedding(c.max_length, c.dim)
+        self.transformer = Transformer.from_config(c)
 
-    def _check(self, input_ids: Tensor, attention_mask: Tensor | None) -> None:
-        if not isinstance(input_ids, Tensor) or input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be a (B, L) tensor, got {getattr(input_ids, 'shape', type(input_ids))}")
+    def _embed(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Check the inputs; return token + position embeddings (B, L, D) and the mask as bool (B, L) or None.
+
+        The id range is checked only where the ids are on the host (no GPU synchronisation)."""
+        require_tensor("input_ids", input_ids)
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be a (B, L) tensor, got shape {tuple(input_ids.shape)}")
         if input_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"input_ids must be int64 or int32, got {input_ids.dtype}")
-        if input_ids.shape[1] > self.config.max_length:
-            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_length {self.config.max_length}")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got range "
-                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        b, length = input_ids.shape
+        if length > self.config.max_length:
+            raise ValueError(f"sequence length {length} exceeds max_length {self.config.max_length}")
+        if on_host(input_ids) and input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got range [{low}, {high}]")
+        mask = keep_mask(attention_mask, b, length, input_ids.device, name="attention_mask")
+        return self.token_embed(input_ids) + self.pos_embed[:, :length], mask  # (B, L, D)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, return_attention: bool = False):
-        """(B, L) ids -> (B, L, D) tokens [, per-layer attention]."""
-        self._check(input_ids, attention_mask)
-        x = self.token_embed(input_ids) + self.pos_embed[:, : input_ids.shape[1]]  # (B, L, D)
-        return self.transformer(x, attention_mask, return_attention=return_attention)
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, L) ids -> (B, L, D) tokens."""
+        return self.transformer(*self._embed(input_ids, attention_mask))
+
+    def forward_with_attention(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> EncoderOutput:
+        """(B, L) ids -> tokens (B, L, D) and per-layer attention (B, heads, L, L); padded keys get weight 0."""
+        return self.transformer.forward_with_attention(*self._embed(input_ids, attention_mask))
 
     def pool(self, tokens: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, L, D) -> (B, D): first token ([CLS]) or masked mean over real tokens."""

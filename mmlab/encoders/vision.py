@@ -1,25 +1,22 @@
 """Vision transformer (Dosovitskiy et al., 2021) and weight conversion to/from transformers' ViTModel.
 
 Patch embedding is a Conv2d with kernel = stride = patch size, which equals
-`mmlab.preprocess.image.patchify(x, p) @ W.reshape(D, -1).T + b` (see DESIGN.md).
+`mmlab.preprocess.image.patchify(x, p) @ W.reshape(D, -1).T + b`: patchify flattens each patch
+in the Conv2d weight's (C, p, p) order.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from mmlab.encoders.config import ViTConfig
-from mmlab.encoders.layers import Transformer
-
-
-def check_images(images: Tensor, channels: int, size: int, name: str = "images") -> None:
-    """Raise a clear error unless images is a floating (B, channels, size, size) tensor."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != channels or images.shape[2:] != (size, size):
-        raise ValueError(f"{name} must have shape (B, {channels}, {size}, {size}), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got dtype {images.dtype}")
+from mmlab.encoders.layers import (
+    EncoderOutput,
+    Transformer,
+    add_cls_and_positions,
+    cls_and_positions,
+    cls_or_mean,
+)
+from mmlab.validation import floating_batch
 
 
 class VisionTransformer(nn.Module):
@@ -30,24 +27,27 @@ class VisionTransformer(nn.Module):
         self.config, self.dim = config, config.dim
         c = config
         self.patch_embed = nn.Conv2d(c.in_channels, c.dim, c.patch_size, stride=c.patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, 1 + c.num_patches, c.dim) * 0.02)
-        self.transformer = Transformer(c.dim, c.depth, c.heads, c.mlp_dim, c.qkv_bias, c.layer_norm_eps, c.dropout)
+        self.cls_token, self.pos_embed = cls_and_positions(c.num_patches, c.dim)
+        self.transformer = Transformer.from_config(c)
 
     def embed(self, images: Tensor) -> Tensor:
         """Patch + CLS + position embeddings: (B, C, H, W) -> (B, 1 + N, D)."""
-        check_images(images, self.config.in_channels, self.config.image_size)
+        c = self.config
+        floating_batch("images", images, (c.in_channels, c.image_size, c.image_size))
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, D)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
-        return torch.cat([cls, x], dim=1) + self.pos_embed  # (B, 1 + N, D)
+        return add_cls_and_positions(x, self.cls_token, self.pos_embed)  # (B, 1 + N, D)
 
-    def forward(self, images: Tensor, return_attention: bool = False):
-        """(B, C, H, W) -> tokens (B, 1 + N, D) [, per-layer attention (B, heads, 1+N, 1+N)]."""
-        return self.transformer(self.embed(images), return_attention=return_attention)
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) -> tokens (B, 1 + N, D)."""
+        return self.transformer(self.embed(images))
+
+    def forward_with_attention(self, images: Tensor) -> EncoderOutput:
+        """(B, C, H, W) -> tokens (B, 1 + N, D) and per-layer attention (B, heads, 1 + N, 1 + N)."""
+        return self.transformer.forward_with_attention(self.embed(images))
 
     def pool(self, tokens: Tensor) -> Tensor:
         """(B, 1 + N, D) -> (B, D): the CLS token, or the mean of the patch tokens."""
-        return tokens[:, 0] if self.config.pool == "cls" else tokens[:, 1:].mean(dim=1)
+        return cls_or_mean(tokens, self.config.pool)
 
     def pooled(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, D)."""
@@ -88,7 +88,8 @@ def _key_map(hf_state: dict, depth: int) -> dict[str, str]:
 
 def vit_to_hf(model: VisionTransformer):
     """A transformers.ViTModel (no pooler) with this model's weights; last_hidden_state equals model(x)."""
-    from transformers import ViTConfig as HFViTConfig, ViTModel
+    from transformers import ViTConfig as HFViTConfig
+    from transformers import ViTModel
 
     c = model.config
     if c.pool != "cls":

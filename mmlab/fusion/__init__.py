@@ -5,14 +5,24 @@
 A missing modality is a `ValueError`; pass zeros (`drop_modality`) to model absence.
 Importing this package registers the built-in families below.
 """
-from mmlab.fusion.registry import available_fusions, build_fusion, register_fusion, unregister_fusion
-from mmlab.fusion.base import Fusion, drop_modality, masked_mean, modality_dropout
-from mmlab.fusion.contract import check_fusion
 from mmlab.fusion import (  # noqa: F401  (importing registers each family)
-    early, single_stream, late, cross_attention, flamingo, gated, tensor_fusion, lmf, film, bottleneck, perceiver,
+    bottleneck,
+    cross_attention,
+    early,
+    film,
+    flamingo,
+    gated,
+    late,
+    lmf,
+    perceiver,
+    single_stream,
+    tensor_fusion,
 )
+from mmlab.fusion.base import Fusion, drop_modality, masked_mean, modality_dropout
+from mmlab.fusion.contract import FusionContractError, check_fusion
+from mmlab.fusion.registry import available_fusions, build_fusion, register_fusion, unregister_fusion
 
 __all__ = [
-    "Fusion", "available_fusions", "build_fusion", "check_fusion", "drop_modality", "masked_mean", "modality_dropout",
-    "register_fusion", "unregister_fusion",
+    "Fusion", "FusionContractError", "available_fusions", "build_fusion", "check_fusion", "drop_modality",
+    "masked_mean", "modality_dropout", "register_fusion", "unregister_fusion",
 ]

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mmlab.encoders.layers import TransformerBlock, masked_mean  # noqa: F401  (masked_mean re-exported)
+from mmlab.validation import keep_mask, positive_int, require_tensor
 
 Tokens = Mapping[str, Tensor]
 Masks = Mapping[str, Tensor]
@@ -22,22 +23,26 @@ class Fusion(nn.Module):
 
     def __init__(self, input_dims: Mapping[str, int], output_dim: int, min_modalities: int = 1):
         super().__init__()
-        if not isinstance(input_dims, Mapping) or len(input_dims) < min_modalities:
+        if not isinstance(input_dims, Mapping):
+            raise TypeError(f"input_dims must map modality name -> token width, got {type(input_dims).__name__}")
+        if len(input_dims) < min_modalities:
             raise ValueError(
                 f"{type(self).__name__} needs input_dims with at least {min_modalities} modalities "
-                f"(name -> token width), got {input_dims!r}"
+                f"(name -> token width), got {dict(input_dims)!r}"
             )
         for name, dim in input_dims.items():
-            if not isinstance(name, str) or not isinstance(dim, int) or dim <= 0:
-                raise ValueError(f"input_dims must map str -> positive int, got {name!r}: {dim!r}")
-        if not isinstance(output_dim, int) or output_dim <= 0:
-            raise ValueError(f"output_dim must be a positive int, got {output_dim!r}")
+            if not isinstance(name, str):
+                raise TypeError(f"input_dims keys must be modality names (str), got {type(name).__name__} {name!r}")
+            positive_int(f"input_dims[{name!r}]", dim)
         self.modalities: tuple[str, ...] = tuple(input_dims)
         self.input_dims: dict[str, int] = dict(input_dims)
-        self.output_dim = output_dim
+        self.output_dim = positive_int("output_dim", output_dim)
 
     def check_inputs(self, tokens: Tokens, masks: Masks | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Validate tokens/masks; return them with a mask (all True where not given) per modality."""
+        """Validate tokens/masks; return them with a bool keep-mask (all True where not given) per modality.
+
+        Masks may be bool or 0/1 integers; that every sample keeps a token is checked only for masks on the
+        host, so validation never synchronises a GPU."""
         name = type(self).__name__
         if not isinstance(tokens, Mapping):
             raise TypeError(f"{name} expects tokens as dict[str, Tensor (B, N, D)], got {type(tokens).__name__}")
@@ -51,12 +56,15 @@ class Fusion(nn.Module):
         if extra:
             raise ValueError(f"{name} got unexpected modalities {extra}; it was built for {list(self.modalities)}")
         masks = dict(masks or {})
+        unknown = sorted(m for m in masks if m not in self.input_dims)
+        if unknown:
+            raise ValueError(f"masks given for unknown modalities {unknown}")
         batch = None
         out_masks = {}
         for m in self.modalities:
-            x = tokens[m]
-            if not isinstance(x, Tensor) or x.dim() != 3:
-                raise ValueError(f"tokens[{m!r}] must be a (B, N, D) tensor, got shape {getattr(x, 'shape', type(x))}")
+            x = require_tensor(f"tokens[{m!r}]", tokens[m])
+            if x.dim() != 3:
+                raise ValueError(f"tokens[{m!r}] must be a (B, N, D) tensor, got shape {tuple(x.shape)}")
             if not x.is_floating_point():
                 raise TypeError(f"tokens[{m!r}] must be floating point, got {x.dtype}")
             if x.shape[-1] != self.input_dims[m]:
@@ -67,22 +75,8 @@ class Fusion(nn.Module):
                 batch = x.shape[0]
             elif x.shape[0] != batch:
                 raise ValueError(f"tokens[{m!r}] has batch size {x.shape[0]}, other modalities have {batch}")
-            mask = masks.pop(m, None)
-            if mask is None:
-                mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-            elif mask.dtype != torch.bool or tuple(mask.shape) != tuple(x.shape[:2]):
-                raise ValueError(
-                    f"masks[{m!r}] must be a bool tensor of shape {tuple(x.shape[:2])} (True = keep), "
-                    f"got {mask.dtype} {tuple(mask.shape)}"
-                )
-            elif not bool(mask.any(dim=1).all()):
-                raise ValueError(
-                    f"masks[{m!r}] keeps no token for some samples; keep at least one per sample "
-                    "(to drop a modality pass zeros instead)"
-                )
-            out_masks[m] = mask
-        if masks:
-            raise ValueError(f"masks given for unknown modalities {sorted(masks)}")
+            mask = keep_mask(masks.get(m), *x.shape[:2], x.device, name=f"masks[{m!r}]")
+            out_masks[m] = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
         return dict(tokens), out_masks
 
 

@@ -5,6 +5,8 @@ feed-forward (Li et al., BLIP, 2022: the image-grounded text encoder).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -38,18 +40,19 @@ def split_query_context(fusion: Fusion, tokens: dict, masks: dict, query: str):
 
 @register_fusion("cross_attention")
 class CrossAttentionFusion(Fusion):
-    """`query` (default "text" if present, else the first modality) attends to all other modalities."""
+    """`query` (default "text" if present, else the first modality) attends to all other modalities.
+
+    `make_layer(width, heads, mlp_ratio, dropout)` builds each of the `depth` layers, called as
+    `layer(x, x_keep, context, context_keep)`; by default a `CrossAttentionLayer`."""
 
     def __init__(self, input_dims, output_dim, query: str | None = None, width: int = 32, depth: int = 1,
-                 heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0):
+                 heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0,
+                 make_layer: Callable[[int, int, int, float], nn.Module] = CrossAttentionLayer):
         super().__init__(input_dims, output_dim, min_modalities=2)
         self.query = pick_modality(self.input_dims, query, "text", "query")
         self.project = Projections(self.input_dims, width)
-        self.layers = nn.ModuleList(self.make_layer(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.layers = nn.ModuleList(make_layer(width, heads, mlp_ratio, dropout) for _ in range(depth))
         self.head = classifier_head(width, output_dim)
-
-    def make_layer(self, width: int, heads: int, mlp_ratio: int, dropout: float) -> nn.Module:
-        return CrossAttentionLayer(width, heads, mlp_ratio, dropout)
 
     def forward(self, tokens, masks=None):
         tokens, masks = self.check_inputs(tokens, masks)

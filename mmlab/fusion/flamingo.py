@@ -8,9 +8,12 @@ get zero gradient); training opens them. The Perceiver resampler is left out her
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
+from mmlab.encoders.layers import zero_padding
 from mmlab.fusion.base import feed_forward, self_attention_layer
 from mmlab.fusion.cross_attention import CrossAttentionFusion
 from mmlab.fusion.registry import register_fusion
@@ -30,7 +33,7 @@ class GatedCrossAttentionLayer(nn.Module):
         self.self_layer = self_attention_layer(width, heads, mlp_ratio, dropout)
 
     def forward(self, x: Tensor, x_keep: Tensor, context: Tensor, context_keep: Tensor) -> Tensor:
-        c = self.norm_context(context)
+        c = self.norm_context(zero_padding(context, context_keep))  # padded keys and values hold no NaN
         attended = self.cross_attn(self.norm_query(x), c, c, key_padding_mask=~context_keep, need_weights=False)[0]
         x = x + torch.tanh(self.attn_gate) * attended
         x = x + torch.tanh(self.ffn_gate) * self.ffn(x)
@@ -43,12 +46,10 @@ class FlamingoFusion(CrossAttentionFusion):
 
     def __init__(self, input_dims, output_dim, query: str | None = None, width: int = 32, depth: int = 1,
                  heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0, gate_init: float = 0.0):
-        self.gate_init = float(gate_init)  # read by make_layer while the parent builds the layers
-        super().__init__(input_dims, output_dim, query, width, depth, heads, mlp_ratio, dropout)
-
-    def make_layer(self, width: int, heads: int, mlp_ratio: int, dropout: float) -> nn.Module:
-        return GatedCrossAttentionLayer(width, heads, mlp_ratio, dropout, self.gate_init)
+        super().__init__(input_dims, output_dim, query, width, depth, heads, mlp_ratio, dropout,
+                         make_layer=partial(GatedCrossAttentionLayer, gate_init=gate_init))
 
     def gates(self) -> list[tuple[float, float]]:
         """(tanh(attention gate), tanh(ffn gate)) per layer."""
-        return [(float(torch.tanh(l.attn_gate.detach())), float(torch.tanh(l.ffn_gate.detach()))) for l in self.layers]
+        return [(float(torch.tanh(layer.attn_gate.detach())), float(torch.tanh(layer.ffn_gate.detach())))
+                for layer in self.layers]

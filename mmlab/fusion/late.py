@@ -6,6 +6,7 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, masked_mean
 from mmlab.fusion.registry import register_fusion
+from mmlab.validation import one_of
 
 
 @register_fusion("late")
@@ -15,11 +16,10 @@ class LateFusion(Fusion):
 
     def __init__(self, input_dims, output_dim, width: int = 64, combine: str = "mean", dropout: float = 0.0):
         super().__init__(input_dims, output_dim)
-        if combine not in ("mean", "learned"):
-            raise ValueError(f"combine must be 'mean' or 'learned', got {combine!r}")
-        self.combine = combine
+        self.combine = one_of("combine", combine, ("mean", "learned"))
         self.heads = nn.ModuleDict({
-            m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, output_dim))
+            m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, width), nn.GELU(), nn.Dropout(dropout),
+                             nn.Linear(width, output_dim))
             for m, d in self.input_dims.items()
         })
         self.weight_logits = nn.Parameter(torch.zeros(len(self.modalities))) if combine == "learned" else None

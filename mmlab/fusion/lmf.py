@@ -7,6 +7,7 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, classifier_head, masked_mean
 from mmlab.fusion.registry import register_fusion
+from mmlab.validation import positive_int
 
 
 @register_fusion("lmf")
@@ -15,8 +16,7 @@ class LowRankFusion(Fusion):
 
     def __init__(self, input_dims, output_dim, rank: int = 4, width: int = 64):
         super().__init__(input_dims, output_dim)
-        if rank <= 0:
-            raise ValueError(f"rank must be positive, got {rank}")
+        positive_int("rank", rank)
         self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m, d in self.input_dims.items()})
         self.factors = nn.ParameterDict({
             m: nn.Parameter(nn.init.xavier_normal_(torch.empty(rank, d + 1, width))) for m, d in self.input_dims.items()

@@ -1,8 +1,8 @@
 """The fusion registry: register a family by name, build it by name.
 
 Every registered fusion is an `nn.Module` whose `forward(tokens, masks=None)` takes
-`dict[str, Tensor (B, N_m, D_m)]` (plus optional `dict[str, BoolTensor (B, N_m)]`,
-True = keep) and returns `(B, output_dim)`. Its constructor takes
+`dict[str, Tensor (B, N_m, D_m)]` (plus optional keep-masks `dict[str, Tensor (B, N_m)]`,
+bool or 0/1, True = keep) and returns `(B, output_dim)`. Its constructor takes
 `(input_dims: dict[str, int], output_dim: int, **options)`.
 """
 from __future__ import annotations
