@@ -1,5 +1,6 @@
 """Every registered fusion passes `check_fusion`; each of its checks catches a fusion broken that way;
-what it does not check (padded batch == unpadded samples, error messages, the registry, options)."""
+what it does not check (padded batch == unpadded samples, error messages, the registry); options, dtypes,
+empty batches and devices: tests/test_fusion_options.py."""
 import pytest
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ BUILTIN = [
 CHECKS = [
     "output shape", "gradients reach every modality", "gradients reach every parameter", "variable token counts",
     "masked tokens ignored", "NaN and inf in masked tokens ignored", "missing modality raises ValueError",
-    "zeroing a modality changes the output",
+    "empty batch raises ValueError", "zeroing a modality changes the output",
 ]
 OPEN_GATES = {"flamingo": {"gate_init": 0.5}}  # at init Flamingo ignores the context, its masks included
 
@@ -226,6 +227,13 @@ class NoInputCheck(Reference):
         return self.head(torch.cat([masked_mean(x, masks.get(m)) for m, x in tokens.items()], dim=-1))
 
 
+class AcceptsEmptyBatch(Reference):
+    def forward(self, tokens, masks=None):
+        if all(isinstance(t, torch.Tensor) and t.shape[0] == 0 for t in tokens.values()):
+            return torch.zeros(0, self.output_dim)  # (0, output_dim) instead of the contract's ValueError
+        return super().forward(tokens, masks)
+
+
 class TextOnlyInTraining(Reference):
     def forward(self, tokens, masks=None):
         return super().forward(tokens if self.training else drop_modality(tokens, "text"), masks)
@@ -239,6 +247,7 @@ BROKEN = {
     "masked tokens ignored": IgnoresMasks,
     "NaN and inf in masked tokens ignored": MultipliesByMask,
     "missing modality raises ValueError": NoInputCheck,
+    "empty batch raises ValueError": AcceptsEmptyBatch,
     "zeroing a modality changes the output": TextOnlyInTraining,
 }
 

@@ -20,9 +20,15 @@ from mmlab.fusion import (  # noqa: F401  (importing registers each family)
 )
 from mmlab.fusion.base import Fusion, drop_modality, masked_mean, modality_dropout
 from mmlab.fusion.contract import FusionContractError, check_fusion
-from mmlab.fusion.registry import available_fusions, build_fusion, register_fusion, unregister_fusion
+from mmlab.fusion.registry import (
+    available_fusions,
+    build_fusion,
+    fusion_options,
+    register_fusion,
+    unregister_fusion,
+)
 
 __all__ = [
     "Fusion", "FusionContractError", "available_fusions", "build_fusion", "check_fusion", "drop_modality",
-    "masked_mean", "modality_dropout", "register_fusion", "unregister_fusion",
+    "fusion_options", "masked_mean", "modality_dropout", "register_fusion", "unregister_fusion",
 ]

@@ -1,25 +1,104 @@
-"""What every fusion shares: input checks, masked pooling, small building blocks.
+"""What every fusion shares: input and option checks, masked pooling, small building blocks.
 
-Missing modality (documented behaviour): every fusion raises a `ValueError` naming the
-missing modality. To model an absent modality, pass it as zeros (`drop_modality`);
-`modality_dropout` does that at random during training.
+Documented behaviour of every fusion (`Fusion.check_inputs` enforces it, so a user's fusion that calls it
+behaves the same):
+
+- missing modality: a `ValueError` naming the missing modality. To model an absent modality, pass it as
+  zeros (`drop_modality`); `modality_dropout` does that at random during training;
+- empty batch (B = 0): a `ValueError` ("empty batch"), in every family, as for zero tokens (N = 0);
+- token dtypes: tokens of any floating dtype are accepted, also mixed across modalities (say float32
+  image tokens and float64 text tokens); they are cast to the fusion's parameter dtype (the dtype of its
+  first floating parameter, so `fusion.double()` computes in float64), and the output has that dtype.
+  Gradients flow back to each input in its own dtype. Tokens already in that dtype are not copied;
+- devices: all tokens on one device, the fusion's parameters' device, else a `ValueError` naming them.
+
+Constructor options are validated before anything is built (`check_options`): a wrong type is a
+`TypeError`, a wrong value a `ValueError`, each naming the family, the option and the value.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Collection, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from mmlab.encoders.layers import TransformerBlock, masked_mean  # noqa: F401  (masked_mean re-exported)
-from mmlab.validation import keep_mask, positive_int, require_tensor
+from mmlab.validation import finite_float, int_at_least, keep_mask, positive_int, require_tensor
 
 Tokens = Mapping[str, Tensor]
 Masks = Mapping[str, Tensor]
 
 
+# The rule for each constructor option name the built-in families use (a user's fusion may use them too).
+# Sizes are integers >= 1 (numpy integers too; bools and floats such as 2.0 are a TypeError); `mlp_ratio` is an
+# integer because the MLP's hidden width is `mlp_ratio * width`; given both, `heads` must divide `width`.
+SIZE_OPTIONS = ("width", "heads", "mlp_ratio", "n_latents", "n_bottleneck", "tensor_dim", "rank", "max_features")
+OPTION_RULES = {
+    **{o: "an integer >= 1" for o in SIZE_OPTIONS},
+    "depth": "an integer >= 1 (>= 0 where a family documents that 0 layers is meaningful: perceiver)",
+    "dropout": "a real number in [0, 1)",
+    "gate_init": "a finite real number",
+    "make_layer": "a callable",
+}
+
+
+def check_options(family: str, options: Mapping[str, Any], *, min_depth: int = 1) -> dict[str, Any]:
+    """Validate constructor `options` of fusion `family` by the rule for each name (`OPTION_RULES`); return them
+    as validated (ints as int, dropout and gate_init as float).
+
+    Every message starts with "<family> fusion: <option>" and shows the value. Called before any layer is
+    built, so a bad option leaves no half-built module and draws nothing from the random generator."""
+    out: dict[str, Any] = {}
+    for option, value in options.items():
+        name = f"{family} fusion: {option}"
+        if option in SIZE_OPTIONS:
+            out[option] = int_at_least(name, value, 1)
+        elif option == "depth":
+            out[option] = int_at_least(name, value, min_depth)
+        elif option == "dropout":
+            out[option] = finite_float(name, value, 0.0, 1.0, high_open=True)
+        elif option == "gate_init":
+            out[option] = finite_float(name, value)
+        elif option == "make_layer":
+            if not callable(value):
+                raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}")
+            out[option] = value
+        else:
+            raise ValueError(f"check_options has no rule for option {option!r}; rules exist for {sorted(OPTION_RULES)}")
+    if "heads" in out and "width" in out and out["width"] % out["heads"]:
+        raise ValueError(
+            f"{family} fusion: heads={out['heads']} must divide width={out['width']} "
+            f"(each attention head gets width // heads channels)"
+        )
+    return out
+
+
+def choice_option(family: str, option: str, value: Any, choices: Collection[str]) -> str:
+    """`value` if it is one of the strings `choices`: a non-string is a TypeError, another string a ValueError."""
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{family} fusion: {option} must be one of {tuple(choices)}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{family} fusion: {option} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
 class Fusion(nn.Module):
-    """Base class: remembers the modalities and validates `forward`'s inputs."""
+    """Base class: remembers the modalities and validates `forward`'s inputs (see the module docstring).
+
+    `family` is the name used in error messages (the built-in families set their registered name);
+    a subclass that leaves it unset is named by its class name."""
+
+    family: str | None = None
+
+    @classmethod
+    def family_name(cls) -> str:
+        """`family`, or the class name when unset."""
+        return cls.family or cls.__name__
+
+    def check_options(self, *, min_depth: int = 1, **options: Any) -> dict[str, Any]:
+        """`check_options(self.family_name(), options, min_depth=min_depth)`."""
+        return check_options(self.family_name(), options, min_depth=min_depth)
 
     def __init__(self, input_dims: Mapping[str, int], output_dim: int, min_modalities: int = 1):
         super().__init__()
@@ -39,10 +118,14 @@ class Fusion(nn.Module):
         self.output_dim = positive_int("output_dim", output_dim)
 
     def check_inputs(self, tokens: Tokens, masks: Masks | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Validate tokens/masks; return them with a bool keep-mask (all True where not given) per modality.
+        """Validate tokens/masks; return the tokens in the fusion's dtype and a bool keep-mask (all True where
+        not given) per modality.
 
-        Masks may be bool or 0/1 integers; that every sample keeps a token is checked only for masks on the
-        host, so validation never synchronises a GPU."""
+        Tokens: (B, N, D) floating tensors, B >= 1 and N >= 1, one batch size and one device for all
+        modalities (the device of the fusion's parameters); any floating dtypes, also mixed, cast to the
+        dtype of the fusion's first floating parameter (or, for a fusion without parameters, to their
+        promoted dtype). Masks may be bool or 0/1 integers; that every sample keeps a token is checked
+        only for masks on the host, so validation never synchronises a GPU."""
         name = type(self).__name__
         if not isinstance(tokens, Mapping):
             raise TypeError(f"{name} expects tokens as dict[str, Tensor (B, N, D)], got {type(tokens).__name__}")
@@ -72,12 +155,28 @@ class Fusion(nn.Module):
             if x.shape[1] == 0:
                 raise ValueError(f"tokens[{m!r}] has no tokens (N=0)")
             if batch is None:
-                batch = x.shape[0]
+                batch, device = x.shape[0], x.device
             elif x.shape[0] != batch:
                 raise ValueError(f"tokens[{m!r}] has batch size {x.shape[0]}, other modalities have {batch}")
+            elif x.device != device:
+                raise ValueError(f"tokens[{m!r}] is on {x.device}, tokens[{self.modalities[0]!r}] on {device}; "
+                                 "put all modalities on one device")
             mask = keep_mask(masks.get(m), *x.shape[:2], x.device, name=f"masks[{m!r}]")
             out_masks[m] = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
-        return dict(tokens), out_masks
+        if batch == 0:
+            shapes = ", ".join(f"tokens[{m!r}] {tuple(tokens[m].shape)}" for m in self.modalities)
+            raise ValueError(f"{name} got an empty batch (B=0): {shapes}; a fusion needs at least one sample")
+        param = next((p for p in self.parameters() if p.is_floating_point()), None)
+        if param is not None and param.device != device:
+            raise ValueError(f"{name} has its parameters on {param.device} but the tokens are on {device}; "
+                             "move one of them (fusion.to(device) or tokens[m].to(device))")
+        if param is not None:
+            dtype = param.dtype
+        else:  # a fusion without parameters: the tokens' promoted dtype
+            dtype = tokens[self.modalities[0]].dtype
+            for m in self.modalities[1:]:
+                dtype = torch.promote_types(dtype, tokens[m].dtype)
+        return {m: tokens[m].to(dtype) for m in self.modalities}, out_masks
 
 
 def drop_modality(tokens: Tokens, name: str) -> dict[str, Tensor]:
@@ -142,10 +241,16 @@ class Projections(nn.Module):
         return out
 
 
-def pick_modality(input_dims: Mapping[str, int], given: str | None, preferred: str, role: str) -> str:
-    """`given` if set (must exist), else `preferred` if present, else the first modality."""
+def pick_modality(input_dims: Mapping[str, int], given: str | None, preferred: str, role: str,
+                  family: str = "") -> str:
+    """`given` if set (a modality name, else a TypeError; one of `input_dims`, else a ValueError), else
+    `preferred` if present, else the first modality. `family` starts the error messages."""
+    prefix = f"{family} fusion: " if family else ""
     if given is not None:
+        if not isinstance(given, str):
+            raise TypeError(
+                f"{prefix}{role} must be a modality name (str) or None, got {type(given).__name__} {given!r}")
         if given not in input_dims:
-            raise ValueError(f"{role} modality {given!r} is not one of {list(input_dims)}")
+            raise ValueError(f"{prefix}{role} modality {given!r} is not one of {list(input_dims)}")
         return given
     return preferred if preferred in input_dims else next(iter(input_dims))

@@ -12,11 +12,18 @@ from mmlab.fusion.registry import register_fusion
 @register_fusion("bottleneck")
 class BottleneckFusion(Fusion):
     """Per layer, modality m self-attends over [its tokens; bottlenecks]; the bottleneck outputs
-    of all modalities are averaged. Output: head(mean of pooled streams and bottlenecks)."""
+    of all modalities are averaged. Output: head(mean of pooled streams and bottlenecks).
+
+    Options: `width` (>= 1), `depth` (layers, >= 1: with none the modalities never exchange anything),
+    `heads` (>= 1, dividing `width`), `n_bottleneck` (>= 1), `mlp_ratio` (integer >= 1), `dropout` in [0, 1)."""
+
+    family = "bottleneck"
 
     def __init__(self, input_dims, output_dim, width: int = 32, depth: int = 2, heads: int = 2,
                  n_bottleneck: int = 4, mlp_ratio: int = 2, dropout: float = 0.0):
         super().__init__(input_dims, output_dim, min_modalities=2)
+        self.check_options(width=width, depth=depth, heads=heads, n_bottleneck=n_bottleneck, mlp_ratio=mlp_ratio,
+                           dropout=dropout)
         self.proj = nn.ModuleDict({m: nn.Linear(d, width) for m, d in self.input_dims.items()})
         self.bottleneck = nn.Parameter(0.02 * torch.randn(1, n_bottleneck, width))
         self.layers = nn.ModuleDict({

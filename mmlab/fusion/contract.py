@@ -56,9 +56,11 @@ def check_fusion(name: str, input_dims: Mapping[str, int] | None = None, output_
     - masked tokens ignored: changing masked-out tokens does not change the output;
     - NaN and inf in masked tokens ignored: with NaN/inf there the output stays finite and equal;
     - missing modality raises ValueError;
+    - empty batch raises ValueError: a batch of 0 samples is an error in every fusion (as `Fusion.check_inputs`
+      does), not a (0, output_dim) output;
     - zeroing a modality changes the output (`drop_modality`, each modality in turn).
 
-    The last five run in eval mode without gradients. Inputs come from a local generator, and the whole
+    The last six run in eval mode without gradients. Inputs come from a local generator, and the whole
     check runs under `torch.random.fork_rng` (the fusion's initialisation seeded there), so the result is
     deterministic and the caller's random state is left as it was. Raises `FusionContractError` naming
     the first failed check; returns the names of the checks, all passed."""
@@ -122,6 +124,13 @@ def check_fusion(name: str, input_dims: Mapping[str, int] | None = None, output_
                     pass
                 else:
                     expect(False, f"tokens without {first!r} gave an output")
+            with check("empty batch raises ValueError") as expect:
+                try:
+                    empty = fusion({m: t[:0] for m, t in x.items()})  # (0, N_m, D_m) each
+                except ValueError:
+                    pass
+                else:
+                    expect(False, f"a batch of 0 samples gave an output of shape {tuple(empty.shape)}")
             with check("zeroing a modality changes the output") as expect:
                 full = fusion(x)
                 ignored = [m for m in x if torch.allclose(full, fusion(drop_modality(x, m)), atol=1e-6)]

@@ -43,13 +43,21 @@ class CrossAttentionFusion(Fusion):
     """`query` (default "text" if present, else the first modality) attends to all other modalities.
 
     `make_layer(width, heads, mlp_ratio, dropout)` builds each of the `depth` layers, called as
-    `layer(x, x_keep, context, context_keep)`; by default a `CrossAttentionLayer`."""
+    `layer(x, x_keep, context, context_keep)`; by default a `CrossAttentionLayer`.
+
+    Options: `query` (a modality name or None), `width` (>= 1), `depth` (layers, >= 1: with none the query
+    would never see the context), `heads` (>= 1, dividing `width`), `mlp_ratio` (integer >= 1),
+    `dropout` in [0, 1), `make_layer` (a callable)."""
+
+    family = "cross_attention"
 
     def __init__(self, input_dims, output_dim, query: str | None = None, width: int = 32, depth: int = 1,
                  heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0,
                  make_layer: Callable[[int, int, int, float], nn.Module] = CrossAttentionLayer):
         super().__init__(input_dims, output_dim, min_modalities=2)
-        self.query = pick_modality(self.input_dims, query, "text", "query")
+        self.check_options(width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout,
+                           make_layer=make_layer)
+        self.query = pick_modality(self.input_dims, query, "text", "query", self.family_name())
         self.project = Projections(self.input_dims, width)
         self.layers = nn.ModuleList(make_layer(width, heads, mlp_ratio, dropout) for _ in range(depth))
         self.head = classifier_head(width, output_dim)

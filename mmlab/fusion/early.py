@@ -10,10 +10,15 @@ from mmlab.fusion.registry import register_fusion
 
 @register_fusion("early")
 class EarlyFusion(Fusion):
-    """Masked-mean pool every modality, concatenate the pooled features, MLP to `output_dim`."""
+    """Masked-mean pool every modality, concatenate the pooled features, MLP to `output_dim`.
+
+    Options: `width` (hidden units, >= 1), `dropout` in [0, 1)."""
+
+    family = "early"
 
     def __init__(self, input_dims, output_dim, width: int = 64, dropout: float = 0.0):
         super().__init__(input_dims, output_dim)
+        self.check_options(width=width, dropout=dropout)
         total = sum(self.input_dims.values())
         self.mlp = nn.Sequential(
             nn.LayerNorm(total), nn.Linear(total, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, output_dim)

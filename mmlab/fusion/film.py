@@ -12,11 +12,17 @@ from mmlab.fusion.registry import register_fusion
 @register_fusion("film")
 class FiLMFusion(Fusion):
     """`target` (default "image" if present, else the first modality) is modulated by the pooled others:
-    per layer h = W x; x = x + relu((1 + gamma) * h + beta), gamma/beta = Linear(condition)."""
+    per layer h = W x; x = x + relu((1 + gamma) * h + beta), gamma/beta = Linear(condition).
+
+    Options: `target` (a modality name or None), `width` (>= 1), `depth` (FiLM layers, >= 1: with none
+    the condition would not reach the output)."""
+
+    family = "film"
 
     def __init__(self, input_dims, output_dim, target: str | None = None, width: int = 32, depth: int = 2):
         super().__init__(input_dims, output_dim, min_modalities=2)
-        self.target = pick_modality(self.input_dims, target, "image", "target")
+        self.check_options(width=width, depth=depth)
+        self.target = pick_modality(self.input_dims, target, "image", "target", self.family)
         self.conditions = [m for m in self.modalities if m != self.target]
         cond_dim = sum(self.input_dims[m] for m in self.conditions)
         self.cond_norm = nn.LayerNorm(cond_dim)

@@ -42,10 +42,16 @@ class GatedCrossAttentionLayer(nn.Module):
 
 @register_fusion("flamingo")
 class FlamingoFusion(CrossAttentionFusion):
-    """`query` (default "text" if present, else the first modality) reads the others through gated cross-attention."""
+    """`query` (default "text" if present, else the first modality) reads the others through gated cross-attention.
+
+    Options as `cross_attention` (`query`, `width`, `depth` >= 1, `heads` dividing `width`, `mlp_ratio`,
+    `dropout`), plus `gate_init` (a finite number; the gates are tanh(gate_init), 0 = closed)."""
+
+    family = "flamingo"
 
     def __init__(self, input_dims, output_dim, query: str | None = None, width: int = 32, depth: int = 1,
                  heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0, gate_init: float = 0.0):
+        self.check_options(gate_init=gate_init)  # the other options are checked by CrossAttentionFusion
         super().__init__(input_dims, output_dim, query, width, depth, heads, mlp_ratio, dropout,
                          make_layer=partial(GatedCrossAttentionLayer, gate_init=gate_init))
 

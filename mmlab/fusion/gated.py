@@ -10,10 +10,15 @@ from mmlab.fusion.registry import register_fusion
 
 @register_fusion("gated")
 class GatedFusion(Fusion):
-    """h_m = tanh(W_m pool_m); g = sigmoid(W_g [pool_1; ...; pool_M]) per modality and unit; fused = sum g_m * h_m."""
+    """h_m = tanh(W_m pool_m); g = sigmoid(W_g [pool_1; ...; pool_M]) per modality and unit; fused = sum g_m * h_m.
+
+    Options: `width` (gated units, >= 1)."""
+
+    family = "gated"
 
     def __init__(self, input_dims, output_dim, width: int = 64):
         super().__init__(input_dims, output_dim)
+        self.check_options(width=width)
         self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m, d in self.input_dims.items()})
         self.proj = nn.ModuleDict({m: nn.Linear(d, width) for m, d in self.input_dims.items()})
         self.gate = nn.Linear(sum(self.input_dims.values()), len(self.modalities) * width)

@@ -4,19 +4,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmlab.fusion.base import Fusion, masked_mean
+from mmlab.fusion.base import Fusion, choice_option, masked_mean
 from mmlab.fusion.registry import register_fusion
-from mmlab.validation import one_of
 
 
 @register_fusion("late")
 class LateFusion(Fusion):
     """Per-modality MLP heads on pooled tokens; logits averaged (`combine="mean"`) or softmax-weighted
-    by learned weights (`combine="learned"`)."""
+    by learned weights (`combine="learned"`).
+
+    Options: `width` (hidden units per head, >= 1), `combine` ("mean" or "learned"), `dropout` in [0, 1)."""
+
+    family = "late"
 
     def __init__(self, input_dims, output_dim, width: int = 64, combine: str = "mean", dropout: float = 0.0):
         super().__init__(input_dims, output_dim)
-        self.combine = one_of("combine", combine, ("mean", "learned"))
+        self.check_options(width=width, dropout=dropout)
+        self.combine = choice_option(self.family, "combine", combine, ("mean", "learned"))
         self.heads = nn.ModuleDict({
             m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, width), nn.GELU(), nn.Dropout(dropout),
                              nn.Linear(width, output_dim))

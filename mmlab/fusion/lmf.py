@@ -7,16 +7,19 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, classifier_head, masked_mean
 from mmlab.fusion.registry import register_fusion
-from mmlab.validation import positive_int
 
 
 @register_fusion("lmf")
 class LowRankFusion(Fusion):
-    """h = sum_r w_r * prod_m ([pool_m, 1] @ W_m[r]) + b, then a classifier head."""
+    """h = sum_r w_r * prod_m ([pool_m, 1] @ W_m[r]) + b, then a classifier head.
+
+    Options: `rank` (r, >= 1), `width` (>= 1)."""
+
+    family = "lmf"
 
     def __init__(self, input_dims, output_dim, rank: int = 4, width: int = 64):
         super().__init__(input_dims, output_dim)
-        positive_int("rank", rank)
+        self.check_options(rank=rank, width=width)
         self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m, d in self.input_dims.items()})
         self.factors = nn.ParameterDict({
             m: nn.Parameter(nn.init.xavier_normal_(torch.empty(rank, d + 1, width))) for m, d in self.input_dims.items()

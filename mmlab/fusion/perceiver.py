@@ -13,11 +13,19 @@ from mmlab.fusion.registry import register_fusion
 @register_fusion("perceiver")
 class PerceiverFusion(Fusion):
     """Latents (n_latents, width) <- cross-attention over every projected token (+ type embedding),
-    then `depth` self-attention layers on the latents; mean latent -> head."""
+    then `depth` self-attention layers on the latents; mean latent -> head.
+
+    Options: `width` (>= 1), `n_latents` (>= 1), `depth` (self-attention layers after the cross-attention,
+    >= 0: with 0 the latents read the tokens once and are pooled), `heads` (>= 1, dividing `width`),
+    `mlp_ratio` (integer >= 1), `dropout` in [0, 1)."""
+
+    family = "perceiver"
 
     def __init__(self, input_dims, output_dim, width: int = 32, n_latents: int = 8, depth: int = 1,
                  heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0):
         super().__init__(input_dims, output_dim)
+        self.check_options(width=width, n_latents=n_latents, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
+                           dropout=dropout, min_depth=0)
         self.project = Projections(self.input_dims, width)
         self.latents = nn.Parameter(0.02 * torch.randn(1, n_latents, width))
         self.cross = CrossAttentionBlock(width, heads, mlp_ratio * width, dropout=dropout)

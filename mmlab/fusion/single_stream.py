@@ -10,11 +10,17 @@ from mmlab.fusion.registry import register_fusion
 
 @register_fusion("single_stream")
 class SingleStreamFusion(Fusion):
-    """Project all tokens to `width`, add modality-type embeddings, prepend a CLS token, self-attend."""
+    """Project all tokens to `width`, add modality-type embeddings, prepend a CLS token, self-attend.
+
+    Options: `width` (>= 1), `depth` (layers, >= 1: with none the CLS output would be a constant),
+    `heads` (>= 1, dividing `width`), `mlp_ratio` (integer >= 1), `dropout` in [0, 1)."""
+
+    family = "single_stream"
 
     def __init__(self, input_dims, output_dim, width: int = 32, depth: int = 1, heads: int = 2,
                  mlp_ratio: int = 2, dropout: float = 0.0):
         super().__init__(input_dims, output_dim)
+        self.check_options(width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout)
         self.project = Projections(self.input_dims, width)
         self.cls = nn.Parameter(0.02 * torch.randn(1, 1, width))
         self.layers = nn.ModuleList(self_attention_layer(width, heads, mlp_ratio, dropout) for _ in range(depth))

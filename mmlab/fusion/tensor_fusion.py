@@ -11,10 +11,16 @@ from mmlab.fusion.registry import register_fusion
 
 @register_fusion("tensor")
 class TensorFusion(Fusion):
-    """z_m = [W_m pool_m, 1]; z = z_1 (x) z_2 (x) ... flattened (prod(d+1) features); MLP to `output_dim`."""
+    """z_m = [W_m pool_m, 1]; z = z_1 (x) z_2 (x) ... flattened (prod(d+1) features); MLP to `output_dim`.
+
+    Options: `tensor_dim` (d, >= 1), `width` (MLP hidden units, >= 1), `max_features` (>= 1: a larger
+    (d + 1) ** M is a ValueError rather than an out-of-memory)."""
+
+    family = "tensor"
 
     def __init__(self, input_dims, output_dim, tensor_dim: int = 8, width: int = 64, max_features: int = 100_000):
         super().__init__(input_dims, output_dim)
+        self.check_options(tensor_dim=tensor_dim, width=width, max_features=max_features)
         features = (tensor_dim + 1) ** len(self.modalities)
         if features > max_features:
             raise ValueError(
