@@ -13,6 +13,7 @@ Out-of-memory is recorded as "oom", never guessed. Results: benchmarks/results/c
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -49,12 +50,19 @@ def naive_siglip(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(z * logits).sum() / x.shape[0]
 
 
+@functools.cache
+def on_device(value: float, device: torch.device) -> torch.Tensor:
+    """`value` as a 0-d tensor on `device`, made once: a learnt logit scale lives there, while a Python float would
+    be copied to the GPU, a blocking copy, on every call of the loss."""
+    return torch.tensor(value, device=device)
+
+
 def mmlab_siglip(x: torch.Tensor, y: torch.Tensor, backend: str) -> torch.Tensor:
-    return siglip_loss(x, y, SIGLIP_SCALE, SIGLIP_BIAS, backend=backend)
+    return siglip_loss(x, y, on_device(SIGLIP_SCALE, x.device), on_device(SIGLIP_BIAS, x.device), backend=backend)
 
 
 def mmlab_info_nce(x: torch.Tensor, y: torch.Tensor, backend: str) -> torch.Tensor:
-    return info_nce(x, y, SCALE, backend=backend)
+    return info_nce(x, y, on_device(SCALE, x.device), backend=backend)
 
 
 # --loss -> (naive loss, also the float64 reference of the agreement check; mmlab's loss; title; results prefix)
@@ -161,7 +169,7 @@ def measure(fn: LossFn, b: int, d: int, dtype: torch.dtype, device: str, timer) 
     except torch.OutOfMemoryError:
         row["status"] = "oom"
     finally:
-        del x, y
+        x = y = None  # free the features before the next size
         if device == "cuda":
             torch.cuda.empty_cache()
     return row
@@ -205,8 +213,8 @@ def agreement(fn: LossFn, reference: LossFn, b: int, d: int, dtype: torch.dtype,
         loss = (reference if name == "ref" else fn)(xi, yi)
         loss.backward()
         out[name] = [loss.detach().double(), xi.grad.double(), yi.grad.double()]
-    rel = lambda a, r: float((a - r).norm() / r.norm())
-    return {k: rel(a, r) for k, a, r in zip(("loss", "grad_x", "grad_y"), out["impl"], out["ref"])}
+    names = ("loss", "grad_x", "grad_y")
+    return {k: float((a - r).norm() / r.norm()) for k, a, r in zip(names, out["impl"], out["ref"])}
 
 
 def largest_fitting_b(fn: LossFn, d: int, dtype: torch.dtype, device: str, start: int, stop: int,
@@ -241,8 +249,8 @@ def largest_fitting_b(fn: LossFn, d: int, dtype: torch.dtype, device: str, start
 def to_markdown(report: dict) -> str:
     env = report["environment"]
     lines = [f"# Contrastive loss benchmark ({env['device']})", "",
-             f"{report['loss_name']}, bf16 inputs, median of CUDA-event timings; extra memory = peak above inputs and grads; "
-             "TFLOP/s counts 6·B²·d per forward+backward.", "",
+             f"{report['loss_name']}, bf16 inputs, median of CUDA-event timings; "
+             "extra memory = peak above inputs and grads; TFLOP/s counts 6·B²·d per forward+backward.", "",
              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              f"Measured matmul ({report['matmul_n']}³, {report['dtype']}): {report['matmul_tflops']:.1f} TFLOP/s", "",
              "| impl | B | d | fwd ms | bwd ms | fwd+bwd ms | extra MB | TFLOP/s | of matmul |",
@@ -256,10 +264,13 @@ def to_markdown(report: dict) -> str:
                      f"{r['fwd_bwd_ms']:.2f} | {mb:.1f} | {r['tflops']:.1f} | "
                      f"{r['tflops'] / report['matmul_tflops']:.0%} |")
     skipped = "; ".join(f"{k}: {v}" for k, v in report["skipped"].items()) or "none"
-    lines += ["", f"Relative error against float64 (B = {report['agreement_B']}, d = {report['rows'][0]['d']}): " + "; ".join(
-        f"{k} loss {v['loss']:.1e}, grad {max(v['grad_x'], v['grad_y']):.1e}" for k, v in report["agreement"].items())]
+    errors = "; ".join(f"{k} loss {v['loss']:.1e}, grad {max(v['grad_x'], v['grad_y']):.1e}"
+                       for k, v in report["agreement"].items())
+    b, d = report["agreement_B"], report["rows"][0]["d"]
+    lines += ["", f"Relative error against float64 (B = {b}, d = {d}): {errors}"]
     lines += ["", f"Skipped: {skipped}", "",
-              "Largest B that fits at d = 512: " + ", ".join(f"{k} {v}" for k, v in report["largest_b_d512"].items()), ""]
+              "Largest B that fits at d = 512: " + ", ".join(f"{k} {v}" for k, v in report["largest_b_d512"].items()),
+              ""]
     return "\n".join(lines)
 
 
@@ -291,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     impls = implementations(device, args.smoke, args.loss)
     skipped = {k: v for k, v in impls.items() if isinstance(v, str)}
     first = ("mmlab_triton", "torch_compile", "naive_eager")  # the slow baselines last: a cut-short run keeps these
-    runnable = {k: v for k, v in sorted(impls.items(), key=lambda kv: first.index(kv[0]) if kv[0] in first else len(first))
+    rank = {name: i for i, name in enumerate(first)}
+    runnable = {k: v for k, v in sorted(impls.items(), key=lambda kv: rank.get(kv[0], len(first)))
                 if not isinstance(v, str)}
     lean = {"chunked_torch", "inf_cl", "mmlab_triton", "mmlab_torch_backend"}
 

@@ -1,7 +1,7 @@
 """Registers, spills and shared memory of the contrastive kernels, compiled for a GPU without one.
 
     python benchmarks/kernel_resources.py                    # sm_90 (H100/H200), bf16, the tuner's tile configurations
-    python benchmarks/kernel_resources.py --dtype fp32       # float32 features (exact "ieee" dots, as the launcher uses)
+    python benchmarks/kernel_resources.py --dtype fp32       # float32 features (exact "ieee" dots, as launched)
 
 Triton compiles for a named target with the ptxas it ships, so this runs on a CPU-only machine; `ptxas -v`
 reports registers and spills per thread. Spills go to local memory: the first thing to look at when a kernel
@@ -24,20 +24,20 @@ from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource
 from tune_contrastive_blocks import CONFIGS  # sibling script (same folder on sys.path)
 
-from mmlab.kernels import _contrastive_tiles as tiles
-from mmlab.kernels._launch import BACKWARD_BLOCKS, FORWARD_BLOCKS, dot_precision
+from mmlab.kernels import contrastive_tiles as tiles
+from mmlab.kernels.launch import BACKWARD_BLOCKS, FORWARD_BLOCKS, INFO_NCE, dot_precision
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def signatures(features: str) -> tuple[dict, dict]:
     """Argument types of the forward and backward kernels for features of Triton type `features`."""
-    stats = "*fp32"
+    stats = scalar = "*fp32"  # scale, bias and coef: pointers to 0-d float32 tensors
     forward = {"a_ptr": features, "b_ptr": features, "out_ptr": stats, "diag_ptr": stats,
-               "B": "i32", "D": "i32", "scale": "fp32", "bias": "fp32"}
+               "scale_ptr": scalar, "bias_ptr": scalar, "B": "i32", "D": "i32"}
     backward = {"a_ptr": features, "b_ptr": features, "lse_a_ptr": stats, "lse_b_ptr": stats,
                 "grad_ptr": features, "dot_part_ptr": stats, "sum_part_ptr": stats,
-                "B": "i32", "D": "i32", "scale": "fp32", "bias": "fp32", "coef": "fp32"}
+                "scale_ptr": scalar, "bias_ptr": scalar, "coef_ptr": scalar, "B": "i32", "D": "i32"}
     return forward, backward
 
 
@@ -51,7 +51,8 @@ def resources(kernel, signature: dict, constants: dict, num_warps: int, capabili
         with open(ptx, "w") as f:
             f.write(compiled.asm["ptx"])
         report = subprocess.run([get_ptxas(capability).path, f"-arch=sm_{capability}a", "-v", ptx,
-                                 "-o", os.path.join(tmp, "kernel.o")], capture_output=True, text=True, check=True).stderr
+                                 "-o", os.path.join(tmp, "kernel.o")],
+                                capture_output=True, text=True, check=True).stderr
     numbers = {key: int(re.search(rf"(\d+) {key}", report).group(1))
                for key in ("registers", "bytes spill stores", "bytes spill loads")}
     return {**numbers, "shared": compiled.metadata.shared}
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's current default, stated to silence its warning
     forward_signature, backward_signature = signatures("*" + args.dtype)
-    print(f"triton {triton.__version__}, sm_{args.capability}, {args.dtype} features, InfoNCE with the positives folded in")
+    print(f"triton {triton.__version__}, sm_{args.capability}, {args.dtype} features, "
+          "InfoNCE with the positives folded in")
     print("| kernel | m | n | d | dg | warps | registers | spill stores (B) | spill loads (B) | shared (B) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = [("forward (default)", tiles.rows_forward_kernel, forward_signature, FORWARD_BLOCKS),
@@ -73,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
              for blocks in CONFIGS if blocks != BACKWARD_BLOCKS]
     for name, kernel, signature, b in rows:
         backward = kernel is tiles.rows_backward_kernel
-        constants = {"LOSS": 0, "DIAGONAL": True, "BLOCK_M": b.m, "BLOCK_N": b.n, "BLOCK_D": b.d, "CAST_FP32": False,
-                     "PRECISION": dot_precision(DTYPES[args.dtype]), **({"BLOCK_DG": b.dg} if backward else {})}
+        constants = {"LOSS": INFO_NCE, "DIAGONAL": True, "BLOCK_M": b.m, "BLOCK_N": b.n, "BLOCK_D": b.d,
+                     "CAST_FP32": False, "PRECISION": dot_precision(DTYPES[args.dtype]),
+                     **({"BLOCK_DG": b.dg} if backward else {})}
         r = resources(kernel, signature, constants, b.num_warps, args.capability)
         print(f"| {name} | {b.m} | {b.n} | {b.d} | {b.dg if backward else ''} | {b.num_warps} | "
               f"{r['registers']} | {r['bytes spill stores']} | {r['bytes spill loads']} | {r['shared']} |", flush=True)

@@ -1,4 +1,4 @@
-"""Input checks shared by the whole package (a leaf module: it imports only torch).
+"""Input checks shared by the whole package (a leaf module: it imports only torch and the standard library).
 
 One rule everywhere: a wrong Python type or tensor dtype is a `TypeError`; a wrong shape or value is a
 `ValueError`. Each message names the argument and what it got.
@@ -11,6 +11,7 @@ are caught once per step by `mmlab.train.fit`, which checks the loss.
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Collection, Iterable, Mapping
 from numbers import Integral, Real
@@ -21,19 +22,31 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "as_path",
+    "boolean",
+    "class_indices",
+    "distinct",
     "feature_pair",
     "features",
+    "finite_float",
     "floating_batch",
+    "floating_tensor",
+    "int_at_least",
     "int_in_range",
+    "item_index",
     "keep_mask",
     "non_negative_int",
     "on_host",
     "one_of",
     "positive_int",
     "positive_mask",
+    "require_callable",
+    "require_module",
     "require_tensor",
     "scalar",
     "scalar_tensor",
+    "str_list",
+    "writable_path",
 ]
 
 
@@ -67,6 +80,16 @@ def int_in_range(name: str, value: Any, low: int, high: int) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if not low <= value <= high:
         raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def int_at_least(name: str, value: Any, low: int) -> int:
+    """`value` as an int if it is an integer (numpy integers too; bools and floats such as 2.0 are a TypeError)
+    with value >= low, else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
 
@@ -149,7 +172,7 @@ def scalar_tensor(value: Tensor | float, like: Tensor, dtype: torch.dtype = torc
         if value.device != like.device and value.device.type != "cpu":
             raise ValueError(f"scalar on {value.device}, features on {like.device}")
         return value.reshape(()).to(device=like.device, dtype=dtype)
-    return torch.tensor(float(value), device=like.device, dtype=dtype)
+    return torch.full((), float(value), device=like.device, dtype=dtype)  # a fill, not a blocking host copy
 
 
 def positive_mask(mask: Any, batch: int, device: torch.device) -> Tensor:
@@ -251,14 +274,19 @@ def str_list(name: str, value: Any, single: bool = True) -> list[str]:
     return items
 
 
+def as_path(name: str, path: Any) -> Path:
+    """`path` (a str or os.PathLike) as a Path, else a TypeError."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__} {path!r}")
+    return Path(path)
+
+
 def writable_path(name: str, path: Any, folder: bool = False) -> Path:
     """`path` as a Path where a file (a folder, when `folder`) can be written, checked without writing anything.
 
     An existing path must be of that kind and writable; otherwise its nearest existing parent must be a
     writable folder (the missing folders in between can then be created)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
-    path = Path(path)
+    path = as_path(name, path)
     kind = "folder" if folder else "file"
     if path.exists():
         if path.is_dir() != folder:
@@ -310,3 +338,26 @@ def floating_tensor(name: str, value: Any, ndim: int | tuple[int, ...], layout: 
     if on_host(value) and not torch.isfinite(value.detach()).all():
         raise ValueError(f"{name} contains NaN or inf")
     return value
+
+
+def item_index(index: Any, length: int) -> int:
+    """A dataset index (an int, numpy integer or 1-element integer tensor; bools rejected) as 0..length-1,
+    negative values counting from the end; out of range is an IndexError."""
+    try:
+        i = operator.index(index)
+    except TypeError:
+        i = None
+    if i is None or isinstance(index, bool):
+        raise TypeError(f"index must be an int, got {type(index).__name__} {index!r}")
+    if not -length <= i < length:
+        raise IndexError(f"index {i} is out of range for {length} items")
+    return i % length
+
+
+def distinct(name: str, items: Iterable) -> list:
+    """`items` as a list if no item appears twice (items are compared with ==), else a ValueError naming it."""
+    items = list(items)
+    for i, item in enumerate(items):
+        if item in items[:i]:
+            raise ValueError(f"{name} must not list {item!r} twice (at positions {items.index(item)} and {i})")
+    return items

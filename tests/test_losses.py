@@ -1,4 +1,5 @@
-"""mmlab.align losses against naive loop formulas, gradcheck, multi-positive semantics, errors."""
+"""mmlab.align losses (the references beside mmlab.kernels) against naive loop formulas, gradcheck, multi-positive
+semantics, errors."""
 import math
 
 import pytest
@@ -18,16 +19,16 @@ def _feats(b=6, d=5, seed=0, dtype=torch.float64):
 def _naive_info_nce(x, y, s, mask=None):
     b = x.shape[0]
     mask = torch.eye(b, dtype=torch.bool) if mask is None else mask
-    l = [[s * float(x[i] @ y[j]) for j in range(b)] for i in range(b)]
+    logit = [[s * float(x[i] @ y[j]) for j in range(b)] for i in range(b)]
     total = 0.0
     for i in range(b):  # image -> text: row i
-        lse = math.log(sum(math.exp(v) for v in l[i]))
-        pos = [l[i][j] for j in range(b) if mask[i, j]]
+        lse = math.log(sum(math.exp(v) for v in logit[i]))
+        pos = [logit[i][j] for j in range(b) if mask[i, j]]
         total += lse - sum(pos) / len(pos)
     for j in range(b):  # text -> image: column j
-        col = [l[i][j] for i in range(b)]
+        col = [logit[i][j] for i in range(b)]
         lse = math.log(sum(math.exp(v) for v in col))
-        pos = [l[i][j] for i in range(b) if mask[i, j]]
+        pos = [logit[i][j] for i in range(b) if mask[i, j]]
         total += lse - sum(pos) / len(pos)
     return total / (2 * b)
 
@@ -100,24 +101,31 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b, c, d: siglip_loss(a, b, c, d), (x, y, s, bias))
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda x, y: info_nce(x, y[:-1], 1.0), "batch mismatch"),
-    (lambda x, y: info_nce(x, y[:, :-1], 1.0), "width mismatch"),
-    (lambda x, y: info_nce(x[None], y, 1.0), "2-D"),
-    (lambda x, y: info_nce(x, y, 0.0), "positive"),
-    (lambda x, y: info_nce(x, y, torch.tensor(-1.0)), "positive"),
-    (lambda x, y: info_nce(x, y, float("nan")), "finite"),
-    (lambda x, y: siglip_loss(x, y, -2.0, 0.0), "positive"),
-    (lambda x, y: siglip_loss(x, y, 2.0, float("inf")), "logit_bias must be finite"),
-    (lambda x, y: info_nce(x.clone().fill_(float("nan")), y, 1.0), "NaN or inf"),
-    (lambda x, y: siglip_loss(x, y.clone().fill_(float("inf")), 1.0, 0.0), "NaN or inf"),
-    (lambda x, y: info_nce(x, y, 1.0, positive_mask=torch.eye(4, dtype=torch.bool)), r"shape \(5, 5\)"),
-    (lambda x, y: info_nce(x, y, 1.0, positive_mask=torch.eye(5)), "bool"),
-    (lambda x, y: info_nce(x, y, 1.0, positive_mask=torch.zeros(5, 5, dtype=torch.bool)), "row 0 has no positive"),
+@pytest.mark.parametrize("call, error, match", [
+    (lambda x, y: info_nce(x, y[:-1], 1.0), ValueError, "batch mismatch"),
+    (lambda x, y: info_nce(x, y[:, :-1], 1.0), ValueError, "width mismatch"),
+    (lambda x, y: info_nce(x[None], y, 1.0), ValueError, "2-D"),
+    (lambda x, y: info_nce(x.tolist(), y, 1.0), TypeError, "must be a torch.Tensor"),
+    (lambda x, y: info_nce(x.long(), y.long(), 1.0), TypeError, "floating point"),
+    (lambda x, y: info_nce(x, y, 0.0), ValueError, "positive"),
+    (lambda x, y: info_nce(x, y, torch.tensor(-1.0)), ValueError, "positive"),
+    (lambda x, y: info_nce(x, y, torch.tensor(2)), TypeError, "floating tensor"),
+    (lambda x, y: info_nce(x, y, "2.0"), TypeError, "number or a 1-element tensor"),
+    (lambda x, y: info_nce(x, y, float("nan")), ValueError, "finite"),
+    (lambda x, y: siglip_loss(x, y, -2.0, 0.0), ValueError, "positive"),
+    (lambda x, y: siglip_loss(x, y, 2.0, float("inf")), ValueError, "logit_bias must be finite"),
+    (lambda x, y: siglip_loss(x, y, 2.0, torch.zeros(2)), ValueError, "logit_bias must be a scalar"),
+    (lambda x, y: info_nce(x.clone().fill_(float("nan")), y, 1.0), ValueError, "NaN or inf"),
+    (lambda x, y: siglip_loss(x, y.clone().fill_(float("inf")), 1.0, 0.0), ValueError, "NaN or inf"),
+    (lambda x, y: info_nce(x, y, 1.0, positive_mask=torch.eye(4, dtype=torch.bool)), ValueError, r"shape \(5, 5\)"),
+    (lambda x, y: info_nce(x, y, 1.0, positive_mask=torch.eye(5)), TypeError, "bool"),
+    (lambda x, y: info_nce(x, y, 1.0, positive_mask=torch.zeros(5, 5, dtype=torch.bool)), ValueError,
+     "row 0 has no positive"),
 ])
-def test_errors(call, match):
+def test_errors(call, error, match):
+    """A wrong type or dtype is a TypeError, a wrong shape or value a ValueError, each naming the problem."""
     x, y = _feats(5, 3)
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises(error, match=match):
         call(x, y)
 
 
@@ -138,7 +146,8 @@ def test_chunked_info_nce_equals_reference(with_mask):
     mask = (torch.eye(11, dtype=torch.bool) | (torch.arange(11)[:, None] == (torch.arange(11)[None, :] + 1) % 11)
             if with_mask else None)
     results = []
-    for fn in (lambda *a: info_nce(*a, positive_mask=mask), lambda *a: info_nce_chunked(*a, positive_mask=mask, chunk=4)):
+    for fn in (lambda *a: info_nce(*a, positive_mask=mask),
+               lambda *a: info_nce_chunked(*a, positive_mask=mask, chunk=4)):
         xi, yi = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
         scale = torch.tensor(7.0, requires_grad=True)
         loss = fn(xi, yi, scale)  # chunk 4 does not divide B = 11

@@ -16,17 +16,48 @@ runs the kernels too, but holds B x B float weights for that term (O(B^2) memory
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from mmlab.align.losses import check_pair, check_positive_mask, check_scalar
-from mmlab.align.losses import info_nce as info_nce_reference
-from mmlab.kernels import _launch
-from mmlab.kernels._launch import Blocks
+from mmlab import validation
+from mmlab.kernels import launch
+from mmlab.kernels.launch import Blocks
 
-__all__ = ["info_nce", "info_nce_reference", "info_nce_chunked"]
+__all__ = ["info_nce", "info_nce_chunked", "info_nce_reference"]
 
 
-# 1. A PyTorch version of the tiling, written to teach (and used as the "chunked" baseline) ----------
+# 1. References in PyTorch, written to teach ------------------------------------------------------
+#    info_nce_reference materialises the (B, B) logits: clear, and the ground truth (`mmlab.align.info_nce`).
+#    info_nce_chunked is the tiling idea in PyTorch, chunk rows at a time (and the benchmark's "chunked" baseline).
+
+def _multi_positive_ce(logits: Tensor, mask: Tensor) -> Tensor:
+    """Mean over rows of -(1/|P_i|) sum_{j in P_i} log softmax(logits_i)_j."""
+    log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (B, B)
+    per_row = -(log_p * mask).sum(dim=1) / mask.sum(dim=1)  # (B,)
+    return per_row.mean()
+
+
+def info_nce_reference(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
+                       positive_mask: Tensor | None = None) -> Tensor:
+    """Symmetric CLIP loss (CE(s·I·Tᵀ) + CE(s·T·Iᵀ)) / 2, computed in float32 (or float64 if given).
+
+    Features are used as given (the caller normalises); `logit_scale` is already exponentiated.
+    positive_mask (B, B) bool: pair (i, j) is a positive. Multi-positive cross-entropy with a
+    target uniform over the positives: row i costs LSE_j(l_ij) - mean_{j in P_i} l_ij, where
+    P_i = {j : mask[i, j]}; the text->image side uses the columns (mask.T) the same way. Every
+    row and column needs at least one positive. With mask = identity this is the plain loss.
+    """
+    validation.feature_pair(image_features, text_features)
+    validation.scalar("logit_scale", logit_scale, positive=True)
+    acc = torch.float64 if image_features.dtype == torch.float64 else torch.float32
+    img, txt = image_features.to(acc), text_features.to(acc)
+    logits = validation.scalar_tensor(logit_scale, img, acc) * img @ txt.T  # (B, B)
+    if positive_mask is None:
+        target = torch.arange(img.shape[0], device=img.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    validation.positive_mask(positive_mask, img.shape[0], img.device)
+    return (_multi_positive_ce(logits, positive_mask) + _multi_positive_ce(logits.T, positive_mask.T)) / 2
+
 
 def _lse_rows_chunked(a: Tensor, b: Tensor, scale: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
     """Row-wise LSE of s·a·bᵀ and its diagonal, `chunk` rows at a time: holds (chunk, B) logits, never (B, B)."""
@@ -77,16 +108,16 @@ def _masked_positive_term(x: Tensor, y: Tensor, scale: Tensor, positive_mask: Te
 
 def _info_nce_from_sum(info_nce_sum, image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
                        positive_mask: Tensor | None) -> Tensor:
-    """Check the inputs, then the loss from `info_nce_sum(x, y, scale, diagonal)` (any implementation):
-    with no mask it includes the positives itself; with a mask it returns the LSE sum and the mask term is added here."""
-    check_pair(image_features, text_features)
-    check_scalar(logit_scale, "logit_scale", positive=True)
+    """Check the inputs, then the loss from `info_nce_sum(x, y, scale, diagonal)` (any implementation): with no
+    mask it includes the positives itself; with a mask it returns the LSE sum and the mask term is added here."""
+    validation.feature_pair(image_features, text_features)
+    validation.scalar("logit_scale", logit_scale, positive=True)
     x, y = image_features, text_features
-    scale = _launch.scalar_tensor(logit_scale, x)
+    scale = validation.scalar_tensor(logit_scale, x)
     if positive_mask is None:
         total = info_nce_sum(x, y, scale, True)
     else:
-        check_positive_mask(positive_mask, x.shape[0], x.device)
+        validation.positive_mask(positive_mask, x.shape[0], x.device)
         total = info_nce_sum(x, y, scale, False) - _masked_positive_term(x, y, scale, positive_mask)
     return total / (2 * x.shape[0])
 
@@ -98,9 +129,9 @@ def info_nce_chunked(image_features: Tensor, text_features: Tensor, logit_scale:
                               image_features, text_features, logit_scale, positive_mask)
 
 
-# 2. The Triton kernels live in mmlab.kernels._contrastive_tiles (imported on first use, so that
-#    TRITON_INTERPRET set before that takes effect and the package imports without triton).
-# 3. Launchers: mmlab.kernels._launch.rows_forward / rows_backward.
+# 2. Kernels: mmlab.kernels.contrastive_tiles (LOSS="info_nce"), imported on the first launch, so that
+#    TRITON_INTERPRET set before that takes effect and the package imports without triton.
+# 3. Launchers: mmlab.kernels.launch.rows_forward / backward_sides.
 
 # 4. Autograd -----------------------------------------------------------------------------------
 
@@ -110,19 +141,20 @@ class _InfoNCESumTriton(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, scale: Tensor, diagonal: bool, blocks: Blocks | None) -> Tensor:
-        s = float(scale)
-        r, diag = _launch.rows_forward(x, y, s, 0.0, loss=0, blocks=blocks, diagonal=diagonal)  # (B,) image -> text
-        c, _ = _launch.rows_forward(y, x, s, 0.0, loss=0, blocks=blocks)  # (B,) text -> image
+        common = dict(loss=launch.INFO_NCE, scale=scale, blocks=blocks)
+        r, diag = launch.rows_forward(x, y, diagonal=diagonal, **common)  # (B,) image -> text
+        c, _ = launch.rows_forward(y, x, **common)  # (B,) text -> image
         ctx.save_for_backward(x, y, r, c)
-        ctx.scale, ctx.diagonal, ctx.blocks = s, diagonal, blocks
+        ctx.scale, ctx.diagonal, ctx.blocks = scale.detach(), diagonal, blocks  # scale: 0-d, on the device
         return (r + c - 2 * diag).sum() if diagonal else r.sum() + c.sum()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, y, r, c = ctx.saved_tensors
         need_x, need_y, need_scale = ctx.needs_input_grad[:3]
-        dx, dy, dot_part, _ = _launch.backward_sides(x, y, r, c, ctx.scale, 0.0, float(grad_out), 0, ctx.blocks,
-                                                     ctx.diagonal, need_x, need_y)
+        dx, dy, dot_part, _ = launch.backward_sides(
+            x, y, loss=launch.INFO_NCE, scale=ctx.scale, coef=grad_out, lse_x=r, lse_y=c, blocks=ctx.blocks,
+            diagonal=ctx.diagonal, need_x=need_x, need_y=need_y)
         dscale = dot_part.sum() if need_scale else None
         return dx, dy, dscale, None, None
 
@@ -131,15 +163,15 @@ class _InfoNCESumTriton(torch.autograd.Function):
 
 def info_nce(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float,
              positive_mask: Tensor | None = None, backend: str = "auto", blocks: Blocks | None = None) -> Tensor:
-    """Symmetric InfoNCE, same value as `mmlab.align.info_nce`; float32 result.
+    """Symmetric InfoNCE, same value as `info_nce_reference` (`mmlab.align.info_nce`); float32 result.
 
     backend: "triton" (fused tiled kernels, CUDA or TRITON_INTERPRET=1), "torch" (the reference),
-    "auto" (Triton for CUDA fp32/fp16/bf16 tensors of more than 4096 rows when triton is installed, else the
-    reference, which is faster for small batches).
+    "auto" (Triton for CUDA fp32/fp16/bf16 tensors of more than `launch.AUTO_MAX_REFERENCE_BATCH` rows when
+    triton is installed, else the reference, which is faster for small batches).
     Non-contiguous features are copied; logit_scale may be a float or a tensor (it gets a gradient).
     """
-    if not _launch.use_triton(backend, image_features):
+    if not launch.use_triton(backend, image_features):
         return info_nce_reference(image_features, text_features, logit_scale, positive_mask=positive_mask)
     return _info_nce_from_sum(
-        lambda x, y, s, diagonal: _InfoNCESumTriton.apply(*_launch.check_triton_inputs(x, y), s, diagonal, blocks),
+        lambda x, y, s, diagonal: _InfoNCESumTriton.apply(*launch.check_triton_inputs(x, y), s, diagonal, blocks),
         image_features, text_features, logit_scale, positive_mask)
