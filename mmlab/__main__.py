@@ -1,4 +1,7 @@
-"""Command line: `python -m mmlab doctor | run-notebooks | fusion-bench | lab`."""
+"""Command line: `python -m mmlab doctor | run-notebooks | fusion-bench | lab`.
+
+A bad argument of doctor, run-notebooks or fusion-bench is one line naming it and exit status 2 (argparse's
+convention), before any work starts; lab hands its arguments to JupyterLab, which checks them."""
 from __future__ import annotations
 
 import argparse
@@ -35,8 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         from mmlab.doctor import run_doctor
 
         return run_doctor(check_kernels_too=not args.skip_kernels)
-    from mmlab.run_notebooks import run_notebooks
+    from mmlab import validation
+    from mmlab.run_notebooks import find_notebooks, run_notebooks
 
+    try:
+        validation.positive_int("--timeout", args.timeout)
+        find_notebooks(args.notebooks, args.pattern, names=("--notebooks", "--pattern"))
+        validation.writable_path("--out", args.out, folder=True)
+    except (TypeError, ValueError) as err:
+        run.error(str(err))
     return run_notebooks(args.notebooks, args.out, timeout=args.timeout, pattern=args.pattern)
 
 

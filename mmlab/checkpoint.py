@@ -30,7 +30,7 @@ VERSION = "2"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, corrupt or not an mmlab checkpoint."""
+    """A checkpoint file is missing, truncated, corrupt, not an mmlab checkpoint, or of another model."""
 
 
 def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -103,6 +103,24 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
+                     limit: int = 5) -> None:
+    """`model.load_state_dict(state_dict)` for a state read from the checkpoint `path`; when the two do not
+    fit, a CheckpointError naming the file and the missing, unexpected and differently shaped keys (up to
+    `limit` of each), raised before the model changes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    reshaped = [f"{k} {tuple(state_dict[k].shape)} in the file vs {tuple(own[k].shape)} in the model"
+                for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    problems = [f"{what} {', '.join(keys[:limit])}" + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
+                for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                   ("other shapes for", reshaped)) if keys]
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not fit this {type(model).__name__}: {'; '.join(problems)}")
+    model.load_state_dict(state_dict)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -76,7 +76,12 @@ def check_device() -> Check:
 
 
 def check_kernels(timeout: float = 300.0) -> Check:
+    """Run a Triton kernel against its reference in a child process given `timeout` seconds."""
     import torch
+
+    from mmlab import validation
+
+    validation.finite_float("timeout", timeout, low=0, low_open=True)
 
     if _version("triton") is None:
         return Check("triton kernels", "warn", "triton not installed: losses use the PyTorch reference")
@@ -129,6 +134,9 @@ def check_data() -> list[Check]:
 
 def run_doctor(check_kernels_too: bool = True) -> int:
     """Print every check and a verdict; return the exit code (0 ready, 1 not ready)."""
+    from mmlab import validation  # on use, like torch (which it imports)
+
+    validation.boolean("check_kernels_too", check_kernels_too)
     checks = check_versions()
     checks.append(check_device())
     if check_kernels_too:

@@ -4,7 +4,7 @@ Features are compared with dot products: pass L2-normalised features for cosine 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -17,13 +17,15 @@ def _features(x: Tensor, name: str) -> Tensor:
     return validation.features(name, x).detach().float()
 
 
-def _labels(y: Tensor | Sequence[int], n: int, name: str) -> Tensor:
-    y = torch.as_tensor(y).detach().cpu()
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
-    if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise TypeError(f"{name} must be integer class indices, got {y.dtype}")
-    return y.long()
+def _labels(y: Tensor | Sequence[int], n: int | None, name: str) -> Tensor:
+    return validation.class_indices(name, y.detach().cpu() if isinstance(y, Tensor) else y, n)
+
+
+def check_logistic_regression(C: float, max_iter: int) -> None:
+    """A clear error unless C is finite and > 0 and max_iter a positive int: the settings of every linear probe
+    (scikit-learn's LogisticRegression), checked before any features are computed."""
+    validation.finite_float("C", C, low=0, low_open=True)
+    validation.positive_int("max_iter", max_iter)
 
 
 def recall_at_k(image_features: Tensor, text_features: Tensor, ks: Sequence[int] = (1, 5, 10),
@@ -36,8 +38,15 @@ def recall_at_k(image_features: Tensor, text_features: Tensor, ks: Sequence[int]
     among its K nearest images. Returns {"i2t@K": ..., "t2i@K": ...} as fractions in [0, 1].
     """
     img, txt = _features(image_features, "image_features"), _features(text_features, "text_features")
+    if isinstance(ks, str) or not isinstance(ks, Iterable):
+        raise TypeError(f"ks must be a sequence of positive ints, got {type(ks).__name__} {ks!r}")
+    ks = [validation.positive_int("ks", k) for k in ks]
+    if not ks:
+        raise ValueError("ks is empty; pass one or more K, e.g. (1, 5, 10)")
     if img.shape[1] != txt.shape[1]:
         raise ValueError(f"width mismatch: image features {img.shape[1]} vs text features {txt.shape[1]}")
+    if img.device != txt.device:
+        raise ValueError(f"device mismatch: image_features on {img.device}, text_features on {txt.device}")
     n_i, n_t = len(img), len(txt)
     if text_to_image is None:
         if n_i != n_t:
@@ -45,11 +54,8 @@ def recall_at_k(image_features: Tensor, text_features: Tensor, ks: Sequence[int]
         owner = torch.arange(n_t)
     else:
         owner = _labels(text_to_image, n_t, "text_to_image")
-        if owner.min() < 0 or owner.max() >= n_i:
-            raise ValueError(f"text_to_image values must be in [0, {n_i})")
-    for k in ks:
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"every K must be a positive int, got {k!r}")
+        if owner.max() >= n_i:
+            raise ValueError(f"text_to_image values must be image indices in [0, {n_i}), got {int(owner.max())}")
     sim = (img @ txt.T).cpu()  # (N_i, N_t)
     owner_of = owner[None, :] == torch.arange(n_i)[:, None]  # (N_i, N_t): text t belongs to image i
     # rank of the best caption of each image = number of texts scoring strictly higher than it
@@ -69,10 +75,17 @@ def zero_shot_classifier(encode_text: Callable[[list[str]], Tensor], class_names
                          templates: Sequence[str] = ("{}",)) -> Tensor:
     """Class embeddings (C, D): each class's prompts (templates filled with its name) encoded, normalised,
     averaged over templates and renormalised (prompt ensembling, Radford et al., 2021, section 3.1.4)."""
-    if not class_names:
-        raise ValueError("class_names is empty")
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError(f"every template needs a '{{}}' placeholder for the class name, got {list(templates)}")
+    validation.require_callable("encode_text", encode_text)
+    class_names = validation.str_list("class_names", class_names, single=False)
+    templates = validation.str_list("templates", templates, single=False)
+    validation.distinct("class_names", class_names)
+    for t in templates:
+        try:
+            fills_in_the_name = t.format("a") != t.format("b")
+        except (IndexError, KeyError, ValueError) as err:
+            raise ValueError(f"template {t!r} is not a format string with one '{{}}' slot: {err!r}") from None
+        if not fills_in_the_name:
+            raise ValueError(f"every template needs a '{{}}' placeholder for the class name, got {t!r}")
     prompts = [t.format(name) for name in class_names for t in templates]
     z = _features(encode_text(prompts), "encode_text(prompts)")
     if len(z) != len(prompts):
@@ -85,6 +98,7 @@ def zero_shot_accuracy(image_features: Tensor, labels: Tensor | Sequence[int],
                        encode_text: Callable[[list[str]], Tensor], class_names: Sequence[str],
                        templates: Sequence[str] = ("{}",), return_predictions: bool = False):
     """Accuracy of classifying images by their nearest class prompt embedding (ensembled over templates)."""
+    validation.boolean("return_predictions", return_predictions)
     img = _features(image_features, "image_features")
     y = _labels(labels, len(img), "labels")
     classes = zero_shot_classifier(encode_text, class_names, templates).to(img.device)
@@ -102,6 +116,7 @@ def linear_probe_accuracy(train_features: Tensor, train_labels: Tensor | Sequenc
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    check_logistic_regression(C, max_iter)
     xtr, xte = _features(train_features, "train_features"), _features(test_features, "test_features")
     if xtr.shape[1] != xte.shape[1]:
         raise ValueError(f"width mismatch: train features {xtr.shape[1]} vs test features {xte.shape[1]}")
@@ -115,12 +130,12 @@ def linear_probe_accuracy(train_features: Tensor, train_labels: Tensor | Sequenc
 
 def confusion_matrix(predictions: Tensor | Sequence[int], labels: Tensor | Sequence[int],
                      num_classes: int | None = None) -> Tensor:
-    """(C, C) int64 counts: row = true class, column = predicted class."""
-    y = torch.as_tensor(labels).cpu()
+    """(C, C) int64 counts: row = true class, column = predicted class; `num_classes` defaults to the
+    largest index + 1."""
+    if num_classes is not None:
+        validation.positive_int("num_classes", num_classes)
+    y = _labels(labels, None, "labels")
     p = _labels(predictions, len(y), "predictions")
-    y = _labels(y, len(p), "labels")
-    if (p.numel() and p.min() < 0) or (y.numel() and y.min() < 0):
-        raise ValueError("class indices must be non-negative")
     top = int(max(p.max(), y.max())) + 1 if p.numel() else 0
     if num_classes is None:
         num_classes = top

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from mmlab import validation
-from mmlab.checkpoint import load_checkpoint, save_checkpoint
+from mmlab.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from mmlab.optim import SCHEDULES, lr_factor, parameter_groups
 from mmlab.runtime import seed_everything
 
@@ -235,14 +235,14 @@ def _check_same_run(saved: dict[str, Any], config: TrainConfig, step: int, path:
 def _restore(path: Path, config: TrainConfig, model: nn.Module, optimizer, scheduler, scaler) -> tuple[int, dict]:
     """Load the checkpoint at `path` into the model, optimizer, scheduler, scaler and the global RNGs.
 
-    Returns (its step, its history lists). A `config` that does not continue that run is a ValueError
-    raised before anything is loaded."""
+    Returns (its step, its history lists). A `config` that does not continue that run, or a checkpoint of
+    another model shape (a CheckpointError naming the keys), is a ValueError raised before anything is loaded."""
     state = load_checkpoint(path)
     step = int(state["step"])
     _check_same_run(state["config"], config, step, path)
     if scheduler is not None and state["scheduler"] is None:
         raise ValueError(f"{path} was saved without a scheduler but one was passed")
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"], path)
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])

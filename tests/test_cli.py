@@ -1,8 +1,17 @@
-"""The command line: the headless notebook runner and the doctor."""
+"""The command line: the headless notebook runner, the doctor, and every argument of every command checked
+before any work starts (a bad one: one line naming it on stderr, exit status 2, no traceback)."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import nbformat
 import pytest
+from test_fusion_bench import synthetic_task
 
 from mmlab.__main__ import main
+from mmlab.fusion import bench
 
 
 def _notebook(path, source):
@@ -26,14 +35,133 @@ def test_run_notebooks_reports_pass_and_fail_and_writes_html(tmp_path, capsys):
     assert (tmp_path / "00_ok.ipynb").read_text() == original  # executed a copy
 
 
-def test_run_notebooks_errors_on_an_empty_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no notebooks"):
-        main(["run-notebooks", "--notebooks", str(tmp_path)])
-
-
 def test_doctor_prints_a_verdict(capsys):
     code = main(["doctor", "--skip-kernels"])
     out = capsys.readouterr().out
     assert "torch" in out and "device" in out
     assert ("verdict: READY" in out) == (code == 0)
     assert code == 0, out
+
+
+def usage_error(argv, capsys) -> str:
+    """The one-line error `main(argv)` prints before exiting with status 2."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("python -m mmlab") and ": error: " in last, err
+    return last
+
+
+@pytest.fixture
+def notebooks(tmp_path):
+    _notebook(tmp_path / "00_x.ipynb", "raise SystemExit('must not run')")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--timeout", "0"], "--timeout must be a positive integer, got 0"),
+    (["--timeout", "-5"], "--timeout must be a positive integer, got -5"),
+    (["--timeout", "1.5"], "argument --timeout: invalid int value: '1.5'"),
+    (["--notebooks", "{tmp}/nope"], "--notebooks '.*nope' is not a folder"),
+    (["--notebooks", "{tmp}/00_x.ipynb"], "--notebooks '.*00_x.ipynb' is not a folder"),
+    (["--pattern", ""], "--pattern must be a non-empty glob"),
+    (["--pattern", "/abs/*.ipynb"], "--pattern must be a non-empty glob relative to --notebooks"),
+    (["--pattern", "9*.ipynb"], "no notebooks matching --pattern '9\\*.ipynb'"),
+    (["--out", "{tmp}/00_x.ipynb"], "--out '.*00_x.ipynb' must be a folder, but it is a file"),
+    (["--out", "{tmp}/00_x.ipynb/html"], "--out .* cannot be created: .*00_x.ipynb' is not a folder"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_run_notebooks_arguments(notebooks, capsys, args, message):
+    argv = ["run-notebooks", "--notebooks", str(notebooks), *[a.format(tmp=notebooks) for a in args]]
+    assert re.search(message, usage_error(argv, capsys))
+    assert not (notebooks / "html").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_out_folder_is_refused(notebooks, capsys):
+    locked = notebooks / "locked"
+    locked.mkdir(mode=0o500)
+    assert "not writable" in usage_error(["run-notebooks", "--notebooks", str(notebooks), "--out",
+                                          str(locked / "html")], capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the following arguments are required: command"),
+    (["bogus"], "invalid choice: 'bogus'"),
+    (["doctor", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_commands_and_doctor_arguments(capsys, argv, message):
+    assert message in usage_error(argv, capsys)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """The bench on the synthetic task, with training forbidden: every error must come before it."""
+    loaded = []
+    monkeypatch.setattr(bench, "load_task", lambda name: loaded.append(name) or synthetic_task())
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training started before every argument was checked")
+
+    monkeypatch.setattr(bench, "run_bench", forbidden)
+    monkeypatch.setattr(bench, "train", forbidden)
+    return loaded
+
+
+BENCH_ERRORS = [
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--batch-size", "-3"], "--batch-size must be a positive integer, got -3"),
+    (["--dropout", "-0.5"], r"--dropout must be a finite number in \[0, 1\), got -0.5"),
+    (["--dropout", "1"], r"--dropout must be a finite number in \[0, 1\), got 1.0"),
+    (["--dropout", "nan"], "--dropout must be a finite number .* got nan"),
+    (["--dropout", "0", "0"], r"--dropout must not list 0.0 twice \(at positions 0 and 1\)"),
+    (["--budget", "-1"], "--budget must be a finite number > 0, got -1.0"),
+    (["--budget", "0"], "--budget must be a finite number > 0, got 0.0"),
+    (["--budget", "inf"], "--budget must be a finite number > 0, got inf"),
+    (["--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
+    (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+    (["--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+    (["--threads", "-1"], "--threads must be a positive integer, got -1"),
+    (["--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["--width", "0"], "--width must be a positive integer, got 0"),
+    (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
+    (["--steps", "0"], "--steps must be a positive integer, got 0"),
+    (["--noise", "-1"], "--noise must be a finite number >= 0, got -1.0"),
+    (["--noise", "nan"], "--noise must be a finite number >= 0, got nan"),
+    (["--task", "mnist"], "argument --task: invalid choice: 'mnist'"),
+    (["--task", "vqa", "vqa"], "--task must not list 'vqa' twice"),
+    (["--names", "nope"], "--names: unknown fusion 'nope'; available: .*early"),
+    (["--names", "late:learned"], "--names: bad option 'learned' in 'late:learned'; expected key=value"),
+    (["--names", "early:=3"], "--names: bad option '=3'"),
+    (["--names", "early:width=1,width=2"], "--names: option 'width' is given twice"),
+    (["--names", "early:foo=1"], "fusion variant 'early\\(foo=1\\)' cannot be built .*no option 'foo'"),
+    (["--names", "early", "early"], "the fusion variants must not list 'early' twice"),
+    (["--out", "{file}/lb"], "--out '.*lb.md' cannot be created: .* is not a folder"),
+    (["--out", "{tmp}"], "--out .* must be a file, but it is a folder"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize("args, message", BENCH_ERRORS)
+def test_fusion_bench_arguments(no_training, tmp_path, capsys, args, message):
+    (tmp_path / "file").write_text("")
+    args = [a.format(file=tmp_path / "file", tmp=tmp_path / "lb.md") for a in args]
+    (tmp_path / "lb.md").mkdir()
+    argv = ["fusion-bench", "--out", str(tmp_path / "out" / "lb"), "--no-progress", *args]
+    assert re.search(message, usage_error(argv, capsys))
+    assert not (tmp_path / "out").exists()
+    if "--out" in args:
+        assert no_training == []  # refused before any data is loaded
+
+
+def test_a_bad_argument_exits_2_from_the_shell():
+    run = subprocess.run([sys.executable, "-m", "mmlab", "fusion-bench", "--lr", "nan"], capture_output=True,
+                         text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().splitlines()[-1] == ("python -m mmlab fusion-bench: error: --lr must be a finite "
+                                                   "number > 0, got nan")

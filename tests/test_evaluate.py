@@ -2,7 +2,13 @@
 import pytest
 import torch
 
-from mmlab.evaluate import confusion_matrix, linear_probe_accuracy, recall_at_k, zero_shot_accuracy, zero_shot_classifier
+from mmlab.evaluate import (
+    confusion_matrix,
+    linear_probe_accuracy,
+    recall_at_k,
+    zero_shot_accuracy,
+    zero_shot_classifier,
+)
 
 
 def test_recall_perfect_and_reversed():

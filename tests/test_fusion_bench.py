@@ -1,6 +1,7 @@
 """The fusion leaderboard: a tiny budget writes valid CSV and markdown; the CLI and variant parsing."""
 import csv
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,6 @@ import torch
 from mmlab.fusion import bench
 from mmlab.fusion.bench import BenchConfig, Variant, noised, parse_variant, run_bench
 from mmlab.fusion.tasks import FusionModel, Split, Task
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,3 +136,86 @@ def test_real_tasks_have_the_documented_tokens():
     assert load_task("avdigits") is av  # cached
     with pytest.raises(KeyError, match="available: avdigits, vqa"):
         load_task("mnist")
+
+
+def test_per_name_options_reach_the_fusion(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "load_task", lambda name: synthetic_task())
+    bench.main(["--names", "early", "early:width=64", "early:width=16", "--no-baselines", "--seeds", "1",
+                "--steps", "2", "--batch-size", "8", "--dropout", "0", "--no-progress", "--out", str(tmp_path / "lb")])
+    rows = {r["fusion"]: r for r in csv.DictReader(open(tmp_path / "lb.csv"))}
+    assert list(rows) == ["early", "early(width=64)", "early(width=16)"]
+    default, explicit, narrow = rows.values()  # early's default width is 64: the same model, trained the same
+    assert {k: v for k, v in explicit.items() if k not in ("fusion", "latency_ms", "train_s")} == \
+        {k: v for k, v in default.items() if k not in ("fusion", "latency_ms", "train_s")}
+    width = 32  # the encoders' token width (--width): early's MLP is LayerNorm(2w), Linear(2w, h), Linear(h, 4)
+    assert int(default["fusion_params"]) - int(narrow["fusion_params"]) == (2 * width + 1 + 4) * (64 - 16)
+
+
+BAD_SETTINGS = [
+    ({"seeds": ()}, ValueError, "seeds must list one or more values"),
+    ({"seeds": (0, 0)}, ValueError, "seeds must not list 0 twice"),
+    ({"seeds": 3}, TypeError, "seeds must be a tuple"),
+    ({"seeds": (-1,)}, ValueError, "seeds must be in"),
+    ({"seeds": (1.0,)}, TypeError, "seeds must be an int"),
+    ({"seeds": ([0],)}, TypeError, "seeds must be an int"),
+    ({"steps": 0}, ValueError, "steps must be a positive integer"),
+    ({"steps": True}, TypeError, "steps must be a positive integer"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"lr": float("nan")}, ValueError, "lr must be a finite number > 0"),
+    ({"lr": "0.1"}, TypeError, "lr must be a real number"),
+    ({"weight_decay": -1}, ValueError, "weight_decay"),
+    ({"width": 0}, ValueError, "width"),
+    ({"dropout_ps": (1.0,)}, ValueError, r"dropout_ps must be a finite number in \[0, 1\)"),
+    ({"dropout_ps": (-0.5,)}, ValueError, "dropout_ps"),
+    ({"noise": float("inf")}, ValueError, "noise"),
+    ({"budget_s": -1}, ValueError, "budget_s must be a finite number > 0"),
+    ({"budget_s": 0}, ValueError, "budget_s"),
+    ({"latency_batch": 0}, ValueError, "latency_batch"),
+    ({"latency_repeats": 0}, ValueError, "latency_repeats"),
+    ({"threads": 0}, ValueError, "threads"),
+    ({"threads": 1.5}, TypeError, "threads"),
+    ({"progress": "no"}, TypeError, "progress must be True or False"),
+]
+
+
+@pytest.mark.parametrize("settings, error, pattern", BAD_SETTINGS)
+def test_bench_config_rejects_bad_settings(settings, error, pattern):
+    with pytest.raises(error, match=pattern):
+        BenchConfig(**settings)
+
+
+TRAIN_ONE = bench.train  # the tests below forbid bench.train (training) itself
+
+
+@pytest.mark.parametrize("call, error, pattern", [
+    (lambda: parse_variant(3), TypeError, "a fusion variant is a string"),
+    (lambda: parse_variant("early:width=1,width=2"), ValueError, "'width' is given twice"),
+    (lambda: parse_variant("early:=1"), ValueError, "bad option '=1'"),
+    (lambda: parse_variant(":width=1"), KeyError, "unknown fusion ''"),
+    (lambda: Variant(3), TypeError, "fusion must be"),
+    (lambda: Variant("early", options="width=3"), TypeError, "options must be a dict"),
+    (lambda: Variant("early", modalities="image"), TypeError, "modalities must be a sequence of strings"),
+    (lambda: Variant("early", modalities=()), ValueError, "modalities"),
+    (lambda: bench.merge_leaderboards([]), ValueError, "at least one leaderboard"),
+    (lambda: noised(synthetic_task().test, "image", -1.0, torch.Generator()), ValueError, "level"),
+    (lambda: bench.latency_ms(None, synthetic_task().test, batch=0, repeats=1), ValueError, "batch"),
+    (lambda: bench.latency_ms(None, synthetic_task().test, batch=2, repeats=0), ValueError, "repeats"),
+    (lambda: bench.count_flops(None, synthetic_task().test, batch=0), ValueError, "batch"),
+    (lambda: TRAIN_ONE(synthetic_task(), Variant("early"), 0, TINY, dropout_p=1.0), ValueError, "dropout_p"),
+    (lambda: bench.output_paths(3), TypeError, "out must be a path"),
+    (lambda: run_bench([Variant("early", {"nope": 1})], TINY, synthetic_task()), TypeError,
+     r"fusion variant 'early\(nope=1\)' cannot be built for task 'synthetic'"),
+    (lambda: run_bench(["early", "early"], TINY, synthetic_task()), ValueError, "must not list 'early' twice"),
+    (lambda: run_bench([], TINY, synthetic_task()), ValueError, "at least one fusion variant"),
+    (lambda: run_bench(["early"], config={"steps": 3}, task=synthetic_task()), TypeError, "BenchConfig"),
+    (lambda: run_bench([Variant("early", modalities=("image",))], BenchConfig(dropout_ps=(0.5,)), synthetic_task()),
+     ValueError, "nothing to train"),
+])
+def test_bench_functions_reject_bad_arguments(monkeypatch, call, error, pattern):
+    monkeypatch.setattr(bench, "train", lambda *a, **k: pytest.fail("trained before checking its arguments"))
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def test_output_paths_drop_a_known_suffix():
+    assert bench.output_paths("out/lb.md") == bench.output_paths("out/lb") == (Path("out/lb.md"), Path("out/lb.csv"))

@@ -3,7 +3,15 @@ import pytest
 import torch
 from torch import nn
 
-from mmlab.finetune import LoRALinear, apply_lora, count_parameters, lora_state_dict, merge_lora, remove_lora, unmerge_lora
+from mmlab.finetune import (
+    LoRALinear,
+    apply_lora,
+    count_parameters,
+    lora_state_dict,
+    merge_lora,
+    remove_lora,
+    unmerge_lora,
+)
 
 
 def mlp(seed=0):
@@ -163,7 +171,8 @@ def test_dual_encoder_projection_and_tower():
     from mmlab.encoders import TextConfig, TextTransformer, VisionTransformer, ViTConfig
     torch.manual_seed(0)
     model = DualEncoder(VisionTransformer(ViTConfig(dim=32, depth=1, heads=4, image_size=16, patch_size=8)),
-                        TextTransformer(TextConfig(vocab_size=50, max_length=8, dim=32, depth=1, heads=4)), embed_dim=16)
+                        TextTransformer(TextConfig(vocab_size=50, max_length=8, dim=32, depth=1, heads=4)),
+                        embed_dim=16)
     images, ids = torch.rand(2, 3, 16, 16), torch.randint(1, 50, (2, 8))
     expected = model.encode_image(images), model.encode_text(ids)
     names = apply_lora(model, ["image_proj", "image_encoder.*.mlp.fc1"], rank=2)

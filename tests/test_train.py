@@ -346,3 +346,28 @@ def test_save_removes_stale_temporaries_and_respects_the_umask(tmp_path):
         os.umask(old)
     assert sorted(os.listdir(tmp_path)) == [".other.safetensors.0123abcd.tmp", "c.safetensors"]
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_resuming_another_model_shape_names_the_file_and_the_keys(tmp_path):
+    cfg = TrainConfig(steps=2, lr=1e-2, progress=False, checkpoint_dir=tmp_path, checkpoint_every=1)
+    fit(make_model(), mse, regression_batch, cfg)
+    wider = nn.Sequential(nn.Linear(6, 20), nn.GELU(), nn.Dropout(0.0), nn.Linear(20, 3))
+    before = [p.detach().clone() for p in wider.parameters()]
+    with pytest.raises(CheckpointError, match=rf"checkpoint {tmp_path}/checkpoint.safetensors does not fit this "
+                       r"Sequential: other shapes for 0.weight \(16, 6\) in the file vs \(20, 6\) in the model, "
+                       r"0.bias \(16,\) in the file vs \(20,\) in the model, 3.weight \(3, 16\)"):
+        fit(wider, mse, regression_batch, cfg, resume=True)
+    assert all(torch.equal(p, b) for p, b in zip(wider.parameters(), before))  # untouched
+    renamed = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 3))  # no Dropout: layer 3 is now 2
+    with pytest.raises(CheckpointError, match=r"checkpoint.safetensors does not fit this Sequential: "
+                       r"missing keys 2.weight, 2.bias; unexpected keys 3.weight, 3.bias"):
+        fit(renamed, mse, regression_batch, cfg, resume=True)
+
+
+def test_a_long_key_mismatch_is_cut_short():
+    from mmlab.checkpoint import load_model_state
+
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(4)])  # 8 keys
+    with pytest.raises(CheckpointError, match=r"missing keys 0.weight, 0.bias, 1.weight, 1.bias, 2.weight "
+                                              r"\(and 3 more\)$"):
+        load_model_state(model, {}, "ckpt.safetensors")

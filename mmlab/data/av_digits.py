@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
-import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmlab.data.assets import check_file, data_root, require_files
+from mmlab.validation import as_path, boolean, finite_float, int_in_range, item_index
 
 SAMPLE_RATE = 16000
 AUDIO_SAMPLES = 16000  # 1 s window; every clip is shorter (0.25-0.76 s)
@@ -52,13 +53,19 @@ def default_root() -> Path:
     return data_root() / "av_digits"
 
 
+def _root(root: str | os.PathLike | None) -> Path:
+    """`root` as a Path, or the default AV-Digits folder for None."""
+    return default_root() if root is None else as_path("root", root)
+
+
 def verify_assets(root: str | Path | None = None, strict: bool = True) -> list[dict]:
     """Check the AV-Digits files' SHA-256s; return [{"file", "ok", "expected", "actual"}, ...].
 
     With strict=True (default) a missing or corrupted file raises AssetError naming the
     file and its expected checksum. Nothing is ever written.
     """
-    root = Path(root) if root is not None else default_root()
+    boolean("strict", strict)
+    root = _root(root)
     reports = [check_file(root / name, sha) for name, sha in EXPECTED_SHA256.items()]
     if strict:
         require_files(reports)
@@ -75,7 +82,7 @@ def _load_speech(root: str, stamp: tuple) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def load_speech(root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Verify, then load the speech bank: (audio int16, start, length, manifest)."""
-    root = Path(root) if root is not None else default_root()
+    root = _root(root)
     verify_assets(root)
     stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (root / ASSET_FILE, root / MANIFEST_FILE))
     return _load_speech(str(root.resolve()), stamp)
@@ -110,14 +117,6 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
 
-def _check_level(name: str, value: float, upper: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if upper is not None and value > upper:
-        raise ValueError(f"{name} must be <= {upper}, got {value!r}")
-    return float(value)
-
-
 class AVDigits(Dataset):
     """Paired (8x8 digit image, spoken digit) items; see the module docstring for the knobs.
 
@@ -129,12 +128,13 @@ class AVDigits(Dataset):
                  seed: int = 0, image_occlusion: float = 0.0, size: int | None = None,
                  root: str | Path | None = None) -> None:
         _check_split(split)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        self.split, self.seed = split, seed
-        self.image_noise = _check_level("image_noise", image_noise)
-        self.image_occlusion = _check_level("image_occlusion", image_occlusion, upper=1.0)
-        self.audio_noise = _check_level("audio_noise", audio_noise)
+        self.split, self.seed = split, int_in_range("seed", seed, 0, 2**63 - 1)
+        self.image_noise = finite_float("image_noise", image_noise, low=0)
+        self.image_occlusion = finite_float("image_occlusion", image_occlusion, low=0, high=1)
+        self.audio_noise = finite_float("audio_noise", audio_noise, low=0)
+        index = image_split_indices(split)
+        if size is not None:
+            index = index[:int_in_range("size", size, 1, len(index))]
 
         self._bank, self._start, self._length, manifest = load_speech(root)
         ids = [s["id"] for s in manifest["speakers"]]
@@ -142,18 +142,11 @@ class AVDigits(Dataset):
         self._speaker_rows = np.array([ids.index(s) for s in self.speakers])
 
         images, labels = _digits()
-        index = image_split_indices(split)
-        if size is not None:
-            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-                raise ValueError(f"size must be a positive int or None, got {size!r}")
-            if size > len(index):
-                raise ValueError(f"size={size} exceeds the {len(index)} images of split {split!r}")
-            index = index[:size]
         self.digit_indices = index  # rows of sklearn's load_digits()
         self._images = images[index]  # (N, 8, 8)
         self.labels = torch.from_numpy(labels[index].copy())  # (N,) int64
 
-        rng = np.random.default_rng([seed, _SPLIT_CODE[split], 0])
+        rng = np.random.default_rng([self.seed, _SPLIT_CODE[split], 0])
         self._speaker_of = rng.integers(len(self.speakers), size=len(index))  # index into self.speakers
         lengths = self._length[self._speaker_rows[self._speaker_of], labels[index]]
         self._offset = (rng.random(len(index)) * (AUDIO_SAMPLES - lengths + 1)).astype(np.int64)
@@ -187,9 +180,7 @@ class AVDigits(Dataset):
             out += (self.audio_noise * rms) * self._rng(i, 2).standard_normal(AUDIO_SAMPLES, dtype=np.float32)
 
     def __getitem__(self, i: int) -> dict:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} items")
-        i = i % len(self)
+        i = item_index(i, len(self))
         audio = np.empty(AUDIO_SAMPLES, np.float32)
         self._audio(i, audio)
         return {"image": torch.from_numpy(self._image(i)).unsqueeze(0),  # (1, 8, 8)
@@ -198,7 +189,7 @@ class AVDigits(Dataset):
                 "speaker": self.speakers[self._speaker_of[i]]}
 
     def speaker_of(self, i: int) -> str:
-        return self.speakers[self._speaker_of[i]]
+        return self.speakers[self._speaker_of[item_index(i, len(self))]]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every item stacked: image (N, 1, 8, 8), audio (N, AUDIO_SAMPLES), label (N,) int64."""

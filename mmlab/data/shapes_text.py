@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from mmlab.validation import int_in_range
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 COLORS: tuple[str, ...] = ("red", "orange", "yellow", "green", "blue", "purple")
 SIZES: tuple[str, ...] = ("small", "large")
@@ -61,7 +63,9 @@ _ARTICLE = re.compile(r"\ba (?=[aeiou])")
 
 
 def canonical_caption(shape: int, color: int, size: int) -> str:
-    """The plain caption "a {size} {color} {shape}", e.g. for zero-shot class prompts."""
+    """The plain caption "a {size} {color} {shape}" for indices into SIZES, COLORS and SHAPES (zero-shot prompts)."""
+    for name, value, words in (("shape", shape, SHAPES), ("color", color, COLORS), ("size", size, SIZES)):
+        int_in_range(name, value, 0, len(words) - 1)
     return f"a {SIZES[size]} {COLORS[color]} {SHAPES[shape]}"
 
 

@@ -21,7 +21,6 @@ Only temporal order tells the sign of the motion; the mean frame still shows its
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, Sequence
 
 import numpy as np
@@ -53,7 +52,7 @@ from mmlab.data.shapes_text import (
     make_captions,
     make_questions,
 )
-from mmlab.validation import int_in_range
+from mmlab.validation import int_in_range, item_index
 
 __all__ = [
     "ANSWERS",
@@ -135,13 +134,7 @@ class ShapesWorld(Dataset):
         )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            i = operator.index(index)  # int, numpy integer or one-element integer tensor
-        except TypeError:
-            i = None
-        if i is None or isinstance(index, bool):
-            raise TypeError(f"ShapesWorld index must be an int, got {type(index).__name__}")
-        return _unbatch(self.batch([i]))[0]
+        return _unbatch(self.batch([item_index(index, self.size)]))[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         """Used by torch's DataLoader for a whole batch at once: generation stays vectorised."""
@@ -255,6 +248,11 @@ def collate_shapes_world(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack a list of `ShapesWorld` items into the layout of `ShapesWorld.batch`."""
     if not items:
         raise ValueError("collate_shapes_world got an empty list of items")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise TypeError(f"items must be dicts (ShapesWorld items), got {type(item).__name__} at position {i}")
+        if item.keys() != items[0].keys():
+            raise ValueError(f"item {i} has keys {sorted(item)}, item 0 has {sorted(items[0])}")
     out: dict[str, Any] = {}
     for key, first in items[0].items():
         values = [item[key] for item in items]

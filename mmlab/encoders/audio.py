@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mmlab.encoders.config import AudioConfig
-from mmlab.encoders.layers import EncoderOutput, Transformer, add_cls_and_positions, cls_and_positions
+from mmlab.encoders.layers import TokenEncoder, Transformer, add_cls_and_positions, cls_and_positions
 from mmlab.validation import floating_batch
 
 
@@ -22,7 +22,7 @@ def log_mel_db(waveform: Tensor, config: AudioConfig) -> Tensor:
     return (db - config.db_mean) / config.db_std
 
 
-class AudioTransformer(nn.Module):
+class AudioTransformer(TokenEncoder):
     """audio -> tokens (B, 1 + N, D). Every method taking `audio` accepts a (B, T) waveform, turned into
     a log-mel spectrogram, or that (B, n_mels, frames) spectrogram precomputed (`spectrogram`)."""
 
@@ -46,19 +46,3 @@ class AudioTransformer(nn.Module):
         mel = floating_batch("spectrogram", audio, (c.n_mels, c.num_frames)) if is_mel else self.spectrogram(audio)
         x = self.patch_embed(mel[:, None]).flatten(2).transpose(1, 2)  # (B, F'*T', D), frequency-major
         return add_cls_and_positions(x, self.cls_token, self.pos_embed)  # (B, 1 + N, D)
-
-    def forward(self, audio: Tensor) -> Tensor:
-        """waveform (B, T) or spectrogram (B, n_mels, frames) -> (B, 1 + N, D)."""
-        return self.transformer(self.embed(audio))
-
-    def forward_with_attention(self, audio: Tensor) -> EncoderOutput:
-        """As `forward`, plus per-layer attention (B, heads, 1 + N, 1 + N)."""
-        return self.transformer.forward_with_attention(self.embed(audio))
-
-    def pool(self, tokens: Tensor) -> Tensor:
-        """(B, 1 + N, D) -> (B, D): the CLS token."""
-        return tokens[:, 0]
-
-    def pooled(self, audio: Tensor) -> Tensor:
-        """waveform (B, T) or spectrogram (B, n_mels, frames) -> (B, D)."""
-        return self.pool(self(audio))

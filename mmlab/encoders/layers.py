@@ -164,6 +164,32 @@ class Transformer(nn.Module):
         return EncoderOutput(self.norm(x), tuple(maps))
 
 
+class TokenEncoder(nn.Module):
+    """What the vision, audio and video encoders share: `embed(inputs)` (B, N, D) -> their transformer stack.
+
+    Subclasses define `embed` and keep the stack in `self.transformer` (or override `stack`); `pool` takes
+    the first (CLS) token unless the config asks for the mean of the other tokens."""
+
+    def stack(self) -> Transformer:
+        return self.transformer
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """inputs -> tokens (B, N, D)."""
+        return self.stack()(self.embed(inputs))
+
+    def forward_with_attention(self, inputs: Tensor) -> EncoderOutput:
+        """inputs -> tokens (B, N, D) and per-layer attention (B, heads, N, N)."""
+        return self.stack().forward_with_attention(self.embed(inputs))
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """(B, N, D) -> (B, D): the CLS token, or the mean of the other tokens (config.pool == "mean")."""
+        return cls_or_mean(tokens, getattr(self.config, "pool", "cls"))
+
+    def pooled(self, inputs: Tensor) -> Tensor:
+        """inputs -> (B, D)."""
+        return self.pool(self(inputs))
+
+
 class CrossAttentionBlock(nn.Module):
     """Pre-norm cross-attention (queries attend to a context sequence) then MLP, each residual."""
 

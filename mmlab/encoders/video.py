@@ -4,18 +4,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mmlab.encoders.config import TubeletConfig, VideoConfig
-from mmlab.encoders.layers import (
-    EncoderOutput,
-    Transformer,
-    add_cls_and_positions,
-    cls_and_positions,
-    cls_or_mean,
-)
+from mmlab.encoders.layers import TokenEncoder, Transformer, add_cls_and_positions, cls_and_positions
 from mmlab.encoders.vision import VisionTransformer
 from mmlab.validation import floating_batch
 
 
-class VideoTransformer(nn.Module):
+class VideoTransformer(TokenEncoder):
     """video (B, F, C, H, W) -> tokens (B, 1 + F, D): [CLS] + one token per frame (its ViT pooled feature)."""
 
     def __init__(self, config: VideoConfig):
@@ -37,24 +31,11 @@ class VideoTransformer(nn.Module):
         """(B, F, C, H, W) -> (B, 1 + F, D): CLS + frame features + time embeddings."""
         return add_cls_and_positions(self.frame_features(video), self.cls_token, self.time_embed)
 
-    def forward(self, video: Tensor) -> Tensor:
-        """(B, F, C, H, W) -> (B, 1 + F, D)."""
-        return self.temporal(self.embed(video))
-
-    def forward_with_attention(self, video: Tensor) -> EncoderOutput:
-        """(B, F, C, H, W) -> tokens (B, 1 + F, D) and the temporal layers' attention (B, heads, 1 + F, 1 + F)."""
-        return self.temporal.forward_with_attention(self.embed(video))
-
-    def pool(self, tokens: Tensor) -> Tensor:
-        """(B, 1 + F, D) -> (B, D): the temporal CLS token."""
-        return tokens[:, 0]
-
-    def pooled(self, video: Tensor) -> Tensor:
-        """(B, F, C, H, W) -> (B, D)."""
-        return self.pool(self(video))
+    def stack(self) -> Transformer:
+        return self.temporal
 
 
-class TubeletTransformer(nn.Module):
+class TubeletTransformer(TokenEncoder):
     """video (B, F, C, H, W) -> tokens (B, 1 + N, D), one token per (t x p x p) tubelet (Conv3d embedding)."""
 
     def __init__(self, config: TubeletConfig):
@@ -73,19 +54,3 @@ class TubeletTransformer(nn.Module):
         x = self.tubelet_embed(video.transpose(1, 2))  # (B, D, F/t, H/p, W/p)
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
         return add_cls_and_positions(x, self.cls_token, self.pos_embed)  # (B, 1 + N, D)
-
-    def forward(self, video: Tensor) -> Tensor:
-        """(B, F, C, H, W) -> (B, 1 + N, D)."""
-        return self.transformer(self.embed(video))
-
-    def forward_with_attention(self, video: Tensor) -> EncoderOutput:
-        """(B, F, C, H, W) -> tokens (B, 1 + N, D) and per-layer attention (B, heads, 1 + N, 1 + N)."""
-        return self.transformer.forward_with_attention(self.embed(video))
-
-    def pool(self, tokens: Tensor) -> Tensor:
-        """(B, 1 + N, D) -> (B, D): the CLS token, or the mean of the tubelet tokens."""
-        return cls_or_mean(tokens, self.config.pool)
-
-    def pooled(self, video: Tensor) -> Tensor:
-        """(B, F, C, H, W) -> (B, D)."""
-        return self.pool(self(video))

@@ -9,17 +9,11 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mmlab.encoders.config import ViTConfig
-from mmlab.encoders.layers import (
-    EncoderOutput,
-    Transformer,
-    add_cls_and_positions,
-    cls_and_positions,
-    cls_or_mean,
-)
+from mmlab.encoders.layers import TokenEncoder, Transformer, add_cls_and_positions, cls_and_positions
 from mmlab.validation import floating_batch
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(TokenEncoder):
     """images (B, C, H, W) -> tokens (B, 1 + N, D): [CLS] + one token per patch, final LayerNorm applied."""
 
     def __init__(self, config: ViTConfig):
@@ -36,22 +30,6 @@ class VisionTransformer(nn.Module):
         floating_batch("images", images, (c.in_channels, c.image_size, c.image_size))
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, D)
         return add_cls_and_positions(x, self.cls_token, self.pos_embed)  # (B, 1 + N, D)
-
-    def forward(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) -> tokens (B, 1 + N, D)."""
-        return self.transformer(self.embed(images))
-
-    def forward_with_attention(self, images: Tensor) -> EncoderOutput:
-        """(B, C, H, W) -> tokens (B, 1 + N, D) and per-layer attention (B, heads, 1 + N, 1 + N)."""
-        return self.transformer.forward_with_attention(self.embed(images))
-
-    def pool(self, tokens: Tensor) -> Tensor:
-        """(B, 1 + N, D) -> (B, D): the CLS token, or the mean of the patch tokens."""
-        return cls_or_mean(tokens, self.config.pool)
-
-    def pooled(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, D)."""
-        return self.pool(self(images))
 
 
 # Conversion to and from transformers.ViTModel ------------------------------------------------

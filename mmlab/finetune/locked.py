@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from mmlab.validation import require_module, str_list
+
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """{"trainable": ..., "total": ...} numbers of parameter elements (shared tensors counted once)."""
     seen, total, trainable = set(), 0, 0
-    for p in model.parameters():
+    for p in require_module("model", model).parameters():
         if id(p) in seen:
             continue
         seen.add(id(p))
@@ -22,28 +24,27 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 def freeze(module: nn.Module) -> nn.Module:
     """requires_grad=False on every parameter of `module`; returns it."""
-    return module.requires_grad_(False)
+    return require_module("module", module).requires_grad_(False)
 
 
 def unfreeze(module: nn.Module) -> nn.Module:
     """requires_grad=True on every parameter of `module` (full fine-tuning); returns it."""
-    return module.requires_grad_(True)
+    return require_module("module", module).requires_grad_(True)
 
 
 def set_trainable(model: nn.Module, patterns: str | Sequence[str]) -> list[str]:
     """Freeze everything, then unfreeze the parameters whose names match a pattern (a prefix such as
     "head" or "text_encoder.blocks.1", or a glob such as "*.norm*.weight"). Returns the trainable names;
-    a pattern that matches nothing is an error listing the top-level modules."""
-    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-    named = dict(model.named_parameters())
-    model.requires_grad_(False)
+    a pattern that matches nothing is an error listing the top-level modules, raised before anything changes."""
+    named = dict(require_module("model", model).named_parameters())
     chosen: list[str] = []
-    for pattern in patterns:
+    for pattern in str_list("patterns", patterns):
         hits = [n for n in named if n == pattern or n.startswith(pattern + ".") or fnmatch.fnmatchcase(n, pattern)]
         if not hits:
             tops = sorted({n.split(".", 1)[0] for n in named})
             raise KeyError(f"pattern {pattern!r} matches no parameter; top-level names: {', '.join(tops)}")
         chosen += [n for n in hits if n not in chosen]
+    model.requires_grad_(False)
     for n in chosen:
         named[n].requires_grad_(True)
     return chosen
@@ -52,6 +53,11 @@ def set_trainable(model: nn.Module, patterns: str | Sequence[str]) -> list[str]:
 def lock_tower(model: nn.Module, tower: str) -> int:
     """Freeze the submodule named `tower` (e.g. "text_encoder" of a DualEncoder: a locked tower, as in
     LiT) and leave the rest as it is. Returns the number of parameter elements frozen."""
+    require_module("model", model)
+    if not isinstance(tower, str):
+        raise TypeError(f"tower must be a submodule name (str), got {type(tower).__name__} {tower!r}")
+    if not tower:
+        raise ValueError("tower must be a submodule name, got '' (which would freeze the whole model: use freeze)")
     try:
         module = model.get_submodule(tower)
     except AttributeError:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mmlab.validation import positive_int
+from mmlab.validation import boolean, finite_float, positive_int, require_module, str_list
 
 
 class LoRALinear(nn.Module):
@@ -32,14 +32,12 @@ class LoRALinear(nn.Module):
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
         check_rank(rank, base.in_features, base.out_features)
-        alpha = float(rank) if alpha is None else alpha
-        if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        alpha, dropout = check_adapter(alpha, dropout)
         self.base = base
         base.requires_grad_(False)
-        self.rank, self.alpha, self.scaling = rank, float(alpha), float(alpha) / rank
+        self.rank = rank
+        self.alpha = float(rank) if alpha is None else alpha
+        self.scaling = self.alpha / rank
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=w.device, dtype=w.dtype))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=w.device, dtype=w.dtype))
@@ -96,6 +94,13 @@ def check_rank(rank: int, in_features: int, out_features: int) -> None:
                          f"{min(in_features, out_features)}")
 
 
+def check_adapter(alpha: float | None, dropout: float) -> tuple[float | None, float]:
+    """(alpha, dropout) checked, as floats (alpha may stay None): alpha finite > 0, dropout in [0, 1)."""
+    if alpha is not None:
+        alpha = finite_float("alpha", alpha, low=0, low_open=True)
+    return alpha, finite_float("dropout", dropout, low=0, high=1, high_open=True)
+
+
 def _matches(name: str, pattern: str) -> bool:
     """Exact name, a dotted suffix ("query" matches "encoder.layer.0.attention.self.query"), or a glob."""
     if name == pattern or name.endswith("." + pattern):
@@ -124,9 +129,8 @@ def find_linear(model: nn.Module, target_modules: str | Sequence[str]) -> list[s
     Every pattern must match at least one module; a pattern that only matches other module types, or an
     existing LoRALinear, is an error.
     """
-    patterns = [target_modules] if isinstance(target_modules, str) else list(target_modules)
-    if not patterns or not all(isinstance(p, str) and p for p in patterns):
-        raise ValueError(f"target_modules must be a non-empty list of module names or patterns, got {target_modules!r}")
+    require_module("model", model)
+    patterns = str_list("target_modules", target_modules)
     modules = dict(model.named_modules())
     linears = _linear_names(model)
     found: list[str] = []
@@ -152,14 +156,17 @@ def apply_lora(model: nn.Module, target_modules: str | Sequence[str], rank: int 
 
     With `freeze_base` every other parameter of the model is frozen, so only the adapters train
     (add a new trainable head after calling this, or unfreeze what you want with `set_trainable`).
+    Every argument is checked before the model changes: on an error it is left as it was.
     """
     names = find_linear(model, target_modules)
-    for name in names:  # check every rank before changing anything
+    for name in names:
         m = model.get_submodule(name)
         try:
             check_rank(rank, m.in_features, m.out_features)
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from None
+    check_adapter(alpha, dropout)
+    boolean("freeze_base", freeze_base)
     if freeze_base:
         model.requires_grad_(False)
     for name in names:
@@ -171,6 +178,7 @@ def apply_lora(model: nn.Module, target_modules: str | Sequence[str], rank: int 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     """Every LoRALinear in the model, by name."""
+    require_module("model", model)
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
@@ -192,6 +200,7 @@ def unmerge_lora(model: nn.Module) -> int:
 
 def remove_lora(model: nn.Module, merge: bool = True) -> list[str]:
     """Put plain nn.Linear layers back (with the adapters merged in, unless merge=False); return their names."""
+    boolean("merge", merge)
     names = list(lora_layers(model))
     for name in names:
         parent_name, _, child = name.rpartition(".")
@@ -207,4 +216,5 @@ def remove_lora(model: nn.Module, merge: bool = True) -> list[str]:
 
 def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """Only the adapter tensors (lora_A, lora_B): what you save to share a fine-tune."""
+    require_module("model", model)
     return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmlab import validation
+
 
 def _unique_params(model: nn.Module) -> list[nn.Parameter]:
     seen: dict[int, nn.Parameter] = {}
@@ -19,6 +21,7 @@ def _unique_params(model: nn.Module) -> list[nn.Parameter]:
 def saved_activation_bytes(fn: Callable[[], Tensor], exclude: list[Tensor] = ()) -> int:
     """Bytes of the tensors autograd saves for backward while `fn()` runs, each storage counted once,
     leaving out the storages of `exclude` (pass the parameters: they are counted as weights)."""
+    validation.require_callable("fn", fn)
     skip = {t.untyped_storage().data_ptr() for t in exclude}
     storages: dict[int, int] = {}
 
@@ -38,6 +41,9 @@ def training_memory(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor
     """Bytes held during one training step of `loss_fn(model, batch)`: "weights" (all parameters),
     "gradients" and "optimizer" (`optimizer_slots` tensors per trainable parameter: 2 for Adam/AdamW),
     "activations" (saved for backward), and their "total". Runs one forward pass, no backward."""
+    validation.require_module("model", model)
+    validation.require_callable("loss_fn", loss_fn)
+    validation.non_negative_int("optimizer_slots", optimizer_slots)
     params = _unique_params(model)
     trainable = [p for p in params if p.requires_grad]
     weights = sum(p.numel() * p.element_size() for p in params)

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmlab.evaluate import linear_probe_accuracy
-from mmlab.validation import int_in_range, positive_int
+from mmlab import validation
+from mmlab.evaluate import check_logistic_regression, linear_probe_accuracy
 
 
 def _slice(inputs: Any, start: int, stop: int) -> Any:
@@ -20,18 +20,24 @@ def _slice(inputs: Any, start: int, stop: int) -> Any:
 
 def _length(inputs: Any) -> int:
     if isinstance(inputs, Mapping):
-        lengths = {len(v) for v in inputs.values()}
+        if not inputs:
+            raise ValueError("inputs is empty: a dict of inputs needs at least one entry")
+        lengths = {_length(v) for v in inputs.values()}
         if len(lengths) != 1:
             raise ValueError(f"the inputs' entries have different lengths {sorted(lengths)}")
         return lengths.pop()
-    return len(inputs)
+    try:
+        return len(inputs)
+    except TypeError:
+        raise TypeError(f"inputs must be a tensor, a list or a dict of them, got {type(inputs).__name__}") from None
 
 
 @torch.no_grad()
 def extract_features(encode: Callable[[Any], Tensor], inputs: Any, batch_size: int = 256) -> Tensor:
     """encode(batch) -> (b, D) over `inputs` (a tensor, a list, or a dict of equally long tensors) in
     batches, with gradients off. Returns (N, D) float32 on the CPU. Put the model in eval mode first."""
-    positive_int("batch_size", batch_size)
+    validation.require_callable("encode", encode)
+    validation.positive_int("batch_size", batch_size)
     n = _length(inputs)
     if n == 0:
         raise ValueError("no inputs to encode")
@@ -48,6 +54,7 @@ def linear_probe(encode: Callable[[Any], Tensor], train_inputs: Any, train_label
                  test_inputs: Any, test_labels: Tensor | Sequence[int], C: float = 1.0, max_iter: int = 1000,
                  batch_size: int = 256) -> float:
     """Accuracy of a logistic regression (scikit-learn) on frozen features: the encoder does not change."""
+    check_logistic_regression(C, max_iter)
     xtr = extract_features(encode, train_inputs, batch_size)
     xte = extract_features(encode, test_inputs, batch_size)
     return linear_probe_accuracy(xtr, train_labels, xte, test_labels, C=C, max_iter=max_iter)
@@ -59,12 +66,10 @@ def probe_head(features: Tensor, labels: Tensor | Sequence[int], C: float = 1.0,
     fine-tune", Kumar et al., 2022), or to use as the probe itself."""
     from sklearn.linear_model import LogisticRegression
 
-    x = features.detach().double().cpu()
-    y = torch.as_tensor(labels).cpu()
-    if x.ndim != 2 or y.shape != (len(x),):
-        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("features contain NaN or inf")
+    validation.require_tensor("features", features)
+    x = validation.features("features", features.detach().cpu()).double()
+    y = validation.class_indices("labels", labels, len(x)).cpu()
+    check_logistic_regression(C, max_iter)
     classes = torch.unique(y)
     if len(classes) < 2 or not torch.equal(classes, torch.arange(len(classes))):
         raise ValueError(f"labels must be 0..K-1 with K >= 2 all present, got classes {classes.tolist()}")
@@ -90,9 +95,15 @@ class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, in_dim: int, num_classes: int, encode: str | None = None,
                  head: nn.Linear | None = None):
         super().__init__()
-        int_in_range("num_classes", num_classes, 2, 2**31 - 1)
+        validation.require_module("backbone", backbone)
+        validation.positive_int("in_dim", in_dim)
+        validation.int_in_range("num_classes", num_classes, 2, 2**31 - 1)
+        if encode is not None and not isinstance(encode, str):
+            raise TypeError(f"encode must be the name of a method (str) or None, got {type(encode).__name__}")
         if encode is not None and not callable(getattr(backbone, encode, None)):
             raise AttributeError(f"{type(backbone).__name__} has no method {encode!r}")
+        if head is not None and not isinstance(head, nn.Linear):
+            raise TypeError(f"head must be an nn.Linear or None, got {type(head).__name__}")
         self.backbone, self.encode = backbone, encode
         if head is not None and (head.in_features, head.out_features) != (in_dim, num_classes):
             raise ValueError(f"head maps {head.in_features} -> {head.out_features}, expected {in_dim} -> {num_classes}")
@@ -101,7 +112,8 @@ class Classifier(nn.Module):
     def features(self, x: Any) -> Tensor:
         z = getattr(self.backbone, self.encode)(x) if self.encode else self.backbone(x)
         if z.ndim != 2 or z.shape[1] != self.head.in_features:
-            raise ValueError(f"the backbone gave features {tuple(z.shape)}; the head expects (B, {self.head.in_features})")
+            raise ValueError(f"the backbone gave features {tuple(z.shape)}; "
+                             f"the head expects (B, {self.head.in_features})")
         return z  # (B, D)
 
     def forward(self, x: Any) -> Tensor:
@@ -111,13 +123,12 @@ class Classifier(nn.Module):
 @torch.no_grad()
 def accuracy(model: nn.Module, inputs: Any, labels: Tensor, batch_size: int = 256) -> float:
     """Top-1 accuracy of a classifier's logits over `inputs` (eval mode, no gradients; mode restored)."""
+    validation.require_module("model", model)
+    labels = validation.class_indices("labels", labels, _length(inputs)).cpu()
     was_training = model.training
     model.eval()
     try:
         logits = extract_features(model, inputs, batch_size)  # (N, C)
     finally:
         model.train(was_training)
-    labels = torch.as_tensor(labels).cpu()
-    if labels.shape != (len(logits),):
-        raise ValueError(f"labels must have shape ({len(logits)},), got {tuple(labels.shape)}")
     return float((logits.argmax(dim=1) == labels).float().mean())

@@ -19,14 +19,17 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from mmlab.fusion.registry import available_fusions
+from mmlab import validation
+from mmlab.fusion.registry import available_fusions, build_fusion, register_fusion, unregister_fusion
 from mmlab.fusion.tasks import TASKS, FusionModel, Split, Task, load_task
 
 WORD_NOISE = 0.5  # fraction of word tokens replaced by random words when "noising" text
@@ -42,6 +45,12 @@ class Variant:
     label: str = ""
 
     def __post_init__(self):
+        if not isinstance(self.fusion, str):
+            raise TypeError(f"fusion must be a registered fusion's name (str), got {type(self.fusion).__name__}")
+        if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
+            raise TypeError(f"options must be a dict of keyword arguments for the fusion, got {self.options!r}")
+        if self.modalities is not None:
+            self.modalities = tuple(validation.str_list("modalities", self.modalities, single=False))
         if not self.label:
             opts = ",".join(f"{k}={v}" for k, v in self.options.items())
             self.label = self.fusion + (f"({opts})" if opts else "")
@@ -65,6 +74,37 @@ class BenchConfig:
     latency_repeats: int = 15
     threads: int | None = 1  # torch CPU threads while benchmarking (tiny models: 1 is fastest on a busy CPU)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_config(vars(self))
+
+
+def check_config(values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> None:
+    """A TypeError or ValueError for the first bad setting among `values` (BenchConfig's fields), naming it
+    as `names` spells it (the command line passes its options; default: the field name)."""
+    def name(key: str) -> str:
+        return (names or {}).get(key, key)
+
+    for key, check in (("seeds", lambda n, v: validation.int_in_range(n, v, 0, 2**63 - 1)),
+                       ("dropout_ps", lambda n, v: validation.finite_float(n, v, 0, 1, high_open=True))):
+        items = values[key]
+        if not isinstance(items, (tuple, list)):
+            raise TypeError(f"{name(key)} must be a tuple, got {type(items).__name__} {items!r}")
+        if not items:
+            raise ValueError(f"{name(key)} must list one or more values, got {items!r}")
+        for item in items:
+            check(name(key), item)
+        validation.distinct(name(key), items)
+    for key in ("steps", "batch_size", "width", "latency_batch", "latency_repeats"):
+        validation.positive_int(name(key), values[key])
+    validation.finite_float(name("lr"), values["lr"], low=0, low_open=True)
+    validation.finite_float(name("weight_decay"), values["weight_decay"], low=0)
+    validation.finite_float(name("noise"), values["noise"], low=0)
+    if values["budget_s"] is not None:
+        validation.finite_float(name("budget_s"), values["budget_s"], low=0, low_open=True)
+    if values["threads"] is not None:
+        validation.positive_int(name("threads"), values["threads"])
+    validation.boolean(name("progress"), values["progress"])
 
 
 @dataclass
@@ -107,11 +147,9 @@ class Leaderboard:
         return "\n".join(lines) + "\n"
 
     def save(self, out: str | Path) -> tuple[Path, Path]:
-        """Write `<out>.md` and `<out>.csv`; return both paths."""
-        out = Path(out)
-        out = out.with_suffix("") if out.suffix in (".md", ".csv") else out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        md, cs = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
+        """Write `<out>.md` and `<out>.csv` (see `output_paths`); return both paths."""
+        md, cs = output_paths(out)
+        md.parent.mkdir(parents=True, exist_ok=True)
         md.write_text(self.to_markdown())
         cs.write_text(self.to_csv())
         return md, cs
@@ -138,19 +176,34 @@ class MultiTaskLeaderboard(Leaderboard):
                          for b in self.boards)
 
 
+def output_paths(out: str | Path) -> tuple[Path, Path]:
+    """The markdown and CSV files a leaderboard saved as `out` is written to: `<out>.md`, `<out>.csv`
+    (a ".md" or ".csv" suffix of `out` is dropped first)."""
+    out = validation.as_path("out", out)
+    out = out.with_suffix("") if out.suffix in (".md", ".csv") else out
+    return out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
+
+
 def merge_leaderboards(boards: list[Leaderboard]) -> Leaderboard:
     """Combine per-task leaderboards (e.g. from `--task avdigits vqa`)."""
+    if not boards:
+        raise ValueError("merge_leaderboards needs at least one leaderboard")
     return MultiTaskLeaderboard(boards)
 
 
 def parse_variant(spec: str) -> Variant:
-    """"name" or "name:key=value,key=value" (values parsed as Python literals when possible)."""
+    """"name" or "name:key=value,key=value" (values parsed as Python literals when possible); the options go
+    to the fusion (`width` is the fusion's own, e.g. early fusion's hidden width; --width sets the encoders')."""
+    if not isinstance(spec, str):
+        raise TypeError(f"a fusion variant is a string such as 'late:combine=learned', got {type(spec).__name__}")
     name, _, opts = spec.partition(":")
     options = {}
     for item in filter(None, opts.split(",")):
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key.isidentifier():
             raise ValueError(f"bad option {item!r} in {spec!r}; expected key=value")
+        if key in options:
+            raise ValueError(f"option {key!r} is given twice in {spec!r}")
         try:
             options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -163,6 +216,7 @@ def parse_variant(spec: str) -> Variant:
 def noised(split: Split, modality: str, level: float, generator: torch.Generator,
            vocab_size: int | None = None) -> Split:
     """A copy of `split` with `modality` noised (floats: + N(0, level^2); word ids: random replacements)."""
+    validation.finite_float("level", level, low=0)
     features = dict(split.features)
     x = features[modality]
     if x.is_floating_point():
@@ -181,10 +235,42 @@ def accuracy(model: FusionModel, split: Split, drop: tuple[str, ...] = ()) -> fl
     return float((logits.argmax(-1) == split.labels).float().mean())
 
 
-def train(task: Task, variant: Variant, seed: int, config: BenchConfig, dropout_p: float = 0.0) -> tuple[FusionModel, float]:
+def build_model(task: Task, variant: Variant, width: int) -> FusionModel:
+    """The variant's model: modality encoders of token width `width` feeding its fusion, built with its options
+    (a `width` among them is the fusion's own, e.g. `early:width=64`)."""
+    options = dict(variant.options)
+    if "width" not in options:
+        return FusionModel(task, variant.fusion, variant.modalities, width=width, **options)
+    # FusionModel's own `width` is its encoders': the fusion's width reaches it through a short-lived alias,
+    # so that the model is built in one pass (the same random initialisation as the same options by default)
+    alias = f"{variant.fusion}(width={options['width']!r}) for the bench"
+    register_fusion(alias)(partial(build_fusion, variant.fusion, width=options.pop("width")))
+    try:
+        return FusionModel(task, alias, variant.modalities, width=width, **options)
+    finally:
+        unregister_fusion(alias)
+
+
+def check_variants(variants: Sequence[Variant], task: Task, config: BenchConfig) -> None:
+    """Build every variant's model once (then drop it), so that a bad fusion option fails before any training;
+    two variants with the same label are a ValueError."""
+    if not variants:
+        raise ValueError("need at least one fusion variant")
+    validation.distinct("the fusion variants", [v.label for v in variants])
+    for variant in variants:
+        try:
+            build_model(task, variant, config.width)
+        except (TypeError, ValueError) as err:
+            kind = TypeError if isinstance(err, TypeError) else ValueError
+            raise kind(f"fusion variant {variant.label!r} cannot be built for task {task.name!r}: {err}") from err
+
+
+def train(task: Task, variant: Variant, seed: int, config: BenchConfig,
+          dropout_p: float = 0.0) -> tuple[FusionModel, float]:
     """Train one model; return it and the seconds it took."""
+    validation.finite_float("dropout_p", dropout_p, 0, 1, high_open=True)
     torch.manual_seed(seed)
-    model = FusionModel(task, variant.fusion, variant.modalities, width=config.width, **variant.options)
+    model = build_model(task, variant, config.width)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # cosine decay to 0 over the run
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
@@ -206,6 +292,7 @@ def train(task: Task, variant: Variant, seed: int, config: BenchConfig, dropout_
 
 def count_flops(model: FusionModel, split: Split, batch: int = 16) -> float:
     """Forward FLOPs per sample (attention through the math kernel so the counter sees its matmuls)."""
+    validation.positive_int("batch", batch)
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -218,6 +305,9 @@ def count_flops(model: FusionModel, split: Split, batch: int = 16) -> float:
 
 @torch.no_grad()
 def latency_ms(model: FusionModel, split: Split, batch: int, repeats: int) -> float:
+    """Median wall time (ms) of `repeats` forward passes of the first `batch` examples, after 2 warm-up passes."""
+    validation.positive_int("batch", batch)
+    validation.positive_int("repeats", repeats)
     part = split.take(torch.arange(min(batch, len(split))))
     model.eval()
     for _ in range(2):
@@ -254,12 +344,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def run_bench(variants: Sequence[Variant | str] | None = None, config: BenchConfig | None = None,
               task: Task | None = None, command: str = "") -> Leaderboard:
-    """Train every variant at every seed and modality-dropout setting; aggregate into a leaderboard."""
+    """Train every variant at every seed and modality-dropout setting; aggregate into a leaderboard.
+
+    Every argument is checked first, each variant's model built once (`check_variants`), before any training."""
     config = config or BenchConfig()
+    if not isinstance(config, BenchConfig):
+        raise TypeError(f"config must be a BenchConfig, got {type(config).__name__}")
     task = task or load_task(config.task)
-    variants = default_variants(task) if variants is None else [v if isinstance(v, Variant) else parse_variant(v) for v in variants]
-    if not variants or not config.seeds or config.steps <= 0:
-        raise ValueError("need at least one variant, one seed and steps > 0")
+    if variants is None:
+        variants = default_variants(task)
+    else:
+        variants = [v if isinstance(v, Variant) else parse_variant(v) for v in variants]
+    check_variants(variants, task, config)
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -274,6 +370,9 @@ def _run(variants: list[Variant], config: BenchConfig, task: Task, command: str)
 
     jobs = [(v, p, s) for v in variants for p in config.dropout_ps
             if not (p > 0 and len(v.modalities or task.modalities) < 2) for s in config.seeds]
+    if not jobs:
+        raise ValueError(f"nothing to train: single-modality variants train without modality dropout only, and "
+                         f"dropout_ps={config.dropout_ps} has no 0")
     runs, cost = [], {}
     for variant, p, seed in tqdm(jobs, desc=f"fusion-bench {task.name}", disable=not config.progress):
         model, seconds = train(task, variant, seed, config, dropout_p=p)
@@ -363,23 +462,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if args.seeds < 1 or args.steps < 1:
-        raise SystemExit("--seeds and --steps must be >= 1")
-    command = shlex.join(["python", "-m", "mmlab", "fusion-bench", *argv])
-    boards = []
-    for task_name in args.task:
-        config = BenchConfig(task=task_name, seeds=tuple(range(args.seeds)), steps=args.steps,
-                             batch_size=args.batch_size, lr=args.lr, width=args.width, dropout_ps=tuple(args.dropout),
-                             noise=args.noise, budget_s=args.budget, threads=args.threads,
-                             progress=not args.no_progress)
-        task = load_task(task_name)
+# the command-line option that sets each BenchConfig field, named in error messages
+OPTIONS = {"seeds": "--seeds", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "width": "--width",
+           "dropout_ps": "--dropout", "noise": "--noise", "budget_s": "--budget", "threads": "--threads"}
+
+
+def plan(args: argparse.Namespace) -> list[tuple[BenchConfig, Task, list[Variant]]]:
+    """(config, task, variants) per task of the parsed command line, every argument checked (a TypeError or
+    ValueError naming the option) and every variant's model built once: all of it before any training."""
+    validation.positive_int("--seeds", args.seeds)
+    validation.distinct("--task", args.task)
+    settings = dict(seeds=tuple(range(args.seeds)), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                    width=args.width, dropout_ps=tuple(args.dropout), noise=args.noise, budget_s=args.budget,
+                    threads=args.threads, progress=not args.no_progress)
+    check_config({**vars(BenchConfig()), **settings}, OPTIONS)
+    for path in output_paths(args.out):
+        validation.writable_path("--out", path)
+    try:
+        chosen = [parse_variant(spec) for spec in args.names or []]
+    except (KeyError, ValueError) as err:  # KeyError: an unknown fusion name
+        raise ValueError(f"--names: {err.args[0]}") from None
+    out = []
+    for name in args.task:
+        task = load_task(name)
         variants = default_variants(task, baselines=not args.no_baselines)
-        if args.names:
-            variants = variants[: 0 if args.no_baselines else len(task.modalities)] + [parse_variant(s) for s in args.names]
-        boards.append(run_bench(variants, config, task, command=command))
+        if chosen:
+            variants = variants[: 0 if args.no_baselines else len(task.modalities)] + chosen
+        config = BenchConfig(task=name, **settings)
+        check_variants(variants, task, config)
+        out.append((config, task, variants))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m mmlab fusion-bench ...`: a bad argument is one line naming it and exit status 2, before any
+    training."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        runs = plan(args)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+    command = shlex.join(["python", "-m", "mmlab", "fusion-bench", *argv])
+    boards = [run_bench(variants, config, task, command=command) for config, task, variants in runs]
     board = boards[0] if len(boards) == 1 else merge_leaderboards(boards)
     md, cs = board.save(args.out)
     print(board.to_markdown())
