@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from mmlab import validation
-from mmlab.fusion.registry import available_fusions, build_fusion, register_fusion, unregister_fusion
+from mmlab.fusion.registry import available_fusions
 from mmlab.fusion.tasks import TASKS, FusionModel, Split, Task, load_task
 
 WORD_NOISE = 0.5  # fraction of word tokens replaced by random words when "noising" text
@@ -238,17 +237,7 @@ def accuracy(model: FusionModel, split: Split, drop: tuple[str, ...] = ()) -> fl
 def build_model(task: Task, variant: Variant, width: int) -> FusionModel:
     """The variant's model: modality encoders of token width `width` feeding its fusion, built with its options
     (a `width` among them is the fusion's own, e.g. `early:width=64`)."""
-    options = dict(variant.options)
-    if "width" not in options:
-        return FusionModel(task, variant.fusion, variant.modalities, width=width, **options)
-    # FusionModel's own `width` is its encoders': the fusion's width reaches it through a short-lived alias,
-    # so that the model is built in one pass (the same random initialisation as the same options by default)
-    alias = f"{variant.fusion}(width={options['width']!r}) for the bench"
-    register_fusion(alias)(partial(build_fusion, variant.fusion, width=options.pop("width")))
-    try:
-        return FusionModel(task, alias, variant.modalities, width=width, **options)
-    finally:
-        unregister_fusion(alias)
+    return FusionModel(task, variant.fusion, variant.modalities, width=width, fusion_options=dict(variant.options))
 
 
 def check_variants(variants: Sequence[Variant], task: Task, config: BenchConfig) -> None:

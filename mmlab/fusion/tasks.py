@@ -93,7 +93,8 @@ def _avdigits(config: AVDigitsConfig) -> Task:
 
     splits = {}
     for split in ("train", "test"):
-        data = AVDigits(split, image_noise=config.image_noise, audio_noise=config.audio_noise, seed=config.seed).tensors()
+        data = AVDigits(split, image_noise=config.image_noise, audio_noise=config.audio_noise,
+                        seed=config.seed).tensors()
         image = patchify(data["image"].float(), config.patch_size)  # (N, 16, 4)
         splits[split] = (image, _audio_tokens(data["audio"].float(), config), data["label"].long())
     (tr_img, tr_aud, tr_y), (te_img, te_aud, te_y) = splits["train"], splits["test"]
@@ -170,10 +171,11 @@ class TokenEncoder(nn.Module):
 
 
 class FusionModel(nn.Module):
-    """Modality encoders feeding one registered fusion; optional modality dropout on the fused tokens."""
+    """Modality encoders of token width `width` feeding one registered fusion, built with `fusion_options`
+    (its own options: a `width` there is the fusion's); optional modality dropout on the fused tokens."""
 
     def __init__(self, task: Task, fusion: str, modalities: tuple[str, ...] | None = None, width: int = 32,
-                 **fusion_options):
+                 fusion_options: dict | None = None):
         super().__init__()
         self.modalities = tuple(modalities or task.modalities)
         unknown = set(self.modalities) - set(task.modalities)
@@ -184,7 +186,8 @@ class FusionModel(nn.Module):
                             words=not task.train.features[m].is_floating_point())
             for m in self.modalities
         })
-        self.fusion = build_fusion(fusion, {m: width for m in self.modalities}, task.num_classes, **fusion_options)
+        self.fusion = build_fusion(fusion, {m: width for m in self.modalities}, task.num_classes,
+                                   **(fusion_options or {}))
 
     def tokens(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         return {m: self.encoders[m](features[m]) for m in self.modalities}
