@@ -23,6 +23,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mmlab import validation
+
 FORMAT_KEY = "mmlab_state"
 VERSION_KEY = "mmlab_checkpoint_version"
 DIGEST_KEY = "mmlab_sha256"
@@ -127,7 +129,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a file written by `save_checkpoint`, tensors on `map_location`.
 
     A missing, truncated, corrupt (failing a tensor's SHA-256 check) or foreign file is a CheckpointError."""
-    path = Path(path)
+    path = validation.as_path("path", path)
+    try:
+        map_location = torch.device(map_location)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"map_location must name a device such as 'cpu' or 'cuda:0', got {map_location!r}") from e
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path {path} is a folder, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     try:

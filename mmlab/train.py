@@ -64,28 +64,24 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not isinstance(self.grad_accum_steps, int) or self.grad_accum_steps < 1:
-            raise ValueError(f"grad_accum_steps must be a positive int, got {self.grad_accum_steps!r}")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm!r}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be an int >= 0, got {self.checkpoint_every!r}")
+        v = validation
+        v.positive_int("steps", self.steps)
+        v.finite_float("lr", self.lr, 0, low_open=True)
+        v.finite_float("weight_decay", self.weight_decay, 0)
+        v.positive_int("grad_accum_steps", self.grad_accum_steps)
+        if self.clip_grad_norm is not None:
+            v.finite_float("clip_grad_norm", self.clip_grad_norm, 0, low_open=True)
+        v.one_of("amp", self.amp, AMP_MODES)
+        if self.checkpoint_dir is not None:
+            v.as_path("checkpoint_dir", self.checkpoint_dir)
+        v.non_negative_int("checkpoint_every", self.checkpoint_every)
         if self.checkpoint_every > 0 and self.checkpoint_dir is None:
             raise ValueError("checkpoint_every > 0 needs a checkpoint_dir")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
-        validation.one_of("schedule", self.schedule, SCHEDULES)
-        validation.non_negative_int("warmup_steps", self.warmup_steps)
-        if not (isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1):
-            raise ValueError(f"min_lr_ratio must be a number in [0, 1], got {self.min_lr_ratio!r}")
+        v.boolean("progress", self.progress)
+        v.non_negative_int("seed", self.seed)
+        v.one_of("schedule", self.schedule, SCHEDULES)
+        v.non_negative_int("warmup_steps", self.warmup_steps)
+        v.finite_float("min_lr_ratio", self.min_lr_ratio, 0, 1)
         if self.min_lr_ratio and self.schedule != "cosine":
             raise ValueError(f"min_lr_ratio={self.min_lr_ratio} needs schedule='cosine'")
 
