@@ -19,9 +19,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from mmlab import validation
 
@@ -93,12 +93,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         stale.unlink(missing_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    # Serialise in memory and write the bytes ourselves: safetensors' save_file writes through a temporary
+    # file of its own (mode 0o600, a name no later save can attribute), which a killed process leaves behind.
+    payload = safetensors.torch.save(tensors, metadata=metadata)
     try:
-        mode = os.stat(tmp).st_mode  # 0o666 minus the umask, as any new file
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, mode)  # safetensors writes its file with mode 0o600
-        with open(tmp, "rb") as f:
+        with open(tmp, "xb") as f:  # mode 0o666 minus the umask, as any new file
+            f.write(payload)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:

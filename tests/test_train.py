@@ -194,11 +194,9 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, {"w": torch.ones(4)})
 
-    def dies_halfway(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"\x00" * 10)
+    def dies_halfway(fd):  # the payload is written, the disk fails before it is synced
         raise OSError("disk full")
-    monkeypatch.setattr(checkpoint, "save_file", dies_halfway)
+    monkeypatch.setattr(checkpoint.os, "fsync", dies_halfway)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"w": torch.zeros(4)})
     torch.testing.assert_close(load_checkpoint(path)["w"], torch.ones(4))
@@ -371,3 +369,30 @@ def test_a_long_key_mismatch_is_cut_short():
     with pytest.raises(CheckpointError, match=r"missing keys 0.weight, 0.bias, 1.weight, 1.bias, 2.weight "
                                               r"\(and 3 more\)$"):
         load_model_state(model, {}, "ckpt.safetensors")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_a_killed_save_leaves_no_temporaries_after_the_next_save(tmp_path):
+    """A process SIGKILLed in the middle of a save leaves its temporary file (and the previous checkpoint);
+    the next save to that path removes the temporary."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": torch.zeros(3)})
+    writer = ("import os, sys, time, torch\nimport mmlab.checkpoint as c\n"
+              "def stall(fd):\n    print('writing', flush=True)\n    time.sleep(60)\n"
+              "c.os.fsync = stall  # stop inside the save, after the payload is written\n"
+              "c.save_checkpoint(sys.argv[1], {'w': torch.randn(1000)})\n")
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(path)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"writing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert len(list(tmp_path.glob(".c.safetensors.*.tmp"))) == 1  # the killed save's temporary
+    torch.testing.assert_close(load_checkpoint(path)["w"], torch.zeros(3))  # the previous checkpoint survived
+    save_checkpoint(path, {"w": torch.ones(2)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors"]
+    torch.testing.assert_close(load_checkpoint(path)["w"], torch.ones(2))
