@@ -1,4 +1,4 @@
-"""Dependencies run one way (DESIGN.md): each module imports its own layer or lower ones, never another package's
+"""Dependencies run one way (ARCHITECTURE.md): each module imports its own layer or lower ones, never another package's
 underscore names, and every module imports in a fresh interpreter, alone and in the orders that matter.
 
 The static checks parse the sources (`ast`, imports at any depth, lazy ones included); the import checks run
