@@ -310,3 +310,33 @@ def test_value_checks_only_read_host_tensors(monkeypatch):
     t(torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 0], [0, 0, 0]]))  # the empty row is not read
     with pytest.raises(IndexError):  # the embedding lookup fails, not the id check
         t(torch.full((1, 3), 10))
+
+
+def _unseen_rows_after_training(make_optimizer, steps=5):
+    """Train a tiny text tower on ids 1..9 only; return (rows 10.. before, after)."""
+    from mmlab.runtime import seed_everything
+
+    seed_everything(0)
+    m = TextTransformer(TextConfig(vocab_size=30, max_length=6, dim=8, depth=1, heads=2, pool="mean"))
+    before = m.token_embed.weight[10:].detach().clone()
+    opt = make_optimizer(m)
+    ids = torch.randint(1, 10, (4, 6))
+    for _ in range(steps):
+        loss = m.pooled(ids, torch.ones_like(ids)).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return before, m.token_embed.weight[10:].detach()
+
+
+def test_weight_decay_moves_the_embedding_rows_of_unseen_words():
+    """Plain AdamW decays every row each step; Adam, and AdamW over parameter_groups, leave unseen rows alone."""
+    from mmlab.optim import parameter_groups
+
+    before, after = _unseen_rows_after_training(lambda m: torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1))
+    torch.testing.assert_close(after, before * (1 - 0.01 * 0.1) ** 5)  # shrunk by (1 - lr * wd) per step, exactly
+    assert not torch.equal(after, before)
+    for make in (lambda m: torch.optim.Adam(m.parameters(), lr=0.01),
+                 lambda m: torch.optim.AdamW(parameter_groups(m, weight_decay=0.1), lr=0.01)):
+        before, after = _unseen_rows_after_training(make)
+        assert torch.equal(after, before)

@@ -160,3 +160,11 @@ def test_simple_vocab(captions):
     out = vocab.encode(["a red circle", "a red zebra"], padding="longest")
     assert out["input_ids"][1, 3] == vocab.unk_id and out["input_ids"][0, 3] != vocab.unk_id
     assert out["input_ids"][0, 0] == vocab.cls_id and out["attention_mask"].sum() == 10
+
+
+def test_dataset_descriptions_corpus():
+    from mmlab.preprocess.text import dataset_descriptions
+
+    docs = dataset_descriptions()
+    assert len(docs) == 14 and list(docs) == sorted(docs) and "iris" in docs
+    assert "Iris" in docs["iris"] and sum(len(t.split()) for t in docs.values()) > 5000

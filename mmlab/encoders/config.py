@@ -160,3 +160,20 @@ class TubeletConfig(ViTConfig):
         super().__post_init__()
         _positive_ints("TubeletConfig", num_frames=self.num_frames, tubelet_frames=self.tubelet_frames)
         _divides("TubeletConfig", "num_frames", self.num_frames, self.tubelet_frames)
+
+
+@dataclass
+class TimeSformerConfig(ViTConfig):
+    """TimeSformer (divided space-time attention): each frame cut into patch_size x patch_size patches, one
+    token each, plus a CLS token; every block attends over time, then over space (DividedSpaceTimeBlock)."""
+
+    num_frames: int = 8
+
+    @property
+    def num_tokens(self) -> int:
+        """1 + num_frames * num_patches (num_patches counts the patches of one frame)."""
+        return 1 + self.num_frames * self.num_patches
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_ints("TimeSformerConfig", num_frames=self.num_frames)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmlab.encoders.config import TransformerConfig
-from mmlab.validation import keep_mask
+from mmlab.validation import keep_mask, positive_int
 
 
 class EncoderOutput(NamedTuple):
@@ -234,3 +234,73 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
     keep = mask.to(device=x.device, dtype=torch.bool)
     count = keep.sum(dim=1, keepdim=True).clamp_min(1).to(x.dtype)  # (B, 1)
     return zero_padding(x, keep).sum(dim=1) / count
+
+
+class DividedSpaceTimeBlock(nn.Module):
+    """TimeSformer's divided space-time block (Bertasius et al., 2021), pre-norm, three residual steps:
+
+      1. temporal attention: each patch token attends to the tokens at the *same patch position* in every
+         frame (F keys), x + AttnT(LN(x));
+      2. spatial attention: each patch token attends to the patches of *its own frame* and the CLS token
+         (1 + P keys), x + AttnS(LN(x));
+      3. x + MLP(LN(x)).
+
+    Tokens are (B, 1 + F*P, D): CLS first, then the patches frame-major (patch p of frame t at 1 + t*P + p).
+    As in the reference implementation the CLS token takes no part in temporal attention, joins the spatial
+    attention of every frame, and its F spatial outputs are averaged. (The reference also applies an extra
+    linear layer, `temporal_fc`, after temporal attention; it is left out here.)
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, num_frames: int, qkv_bias: bool = True,
+                 eps: float = 1e-6, dropout: float = 0.0):
+        super().__init__()
+        positive_int("num_frames", num_frames)
+        self.num_frames = num_frames
+        self.norm_t = nn.LayerNorm(dim, eps=eps)
+        self.attn_t = MultiHeadSelfAttention(dim, heads, qkv_bias, dropout)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = MultiHeadSelfAttention(dim, heads, qkv_bias, dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, mlp_dim, dropout)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 1 + F*P, D) -> CLS (B, 1, D) and patches (B, F, P, D)."""
+        if x.ndim != 3 or (x.shape[1] - 1) % self.num_frames or x.shape[1] < 1 + self.num_frames:
+            raise ValueError(f"x must be (B, 1 + F*P, D) with F = {self.num_frames} frames, got {tuple(x.shape)}")
+        b, n, d = x.shape
+        return x[:, :1], x[:, 1:].reshape(b, self.num_frames, (n - 1) // self.num_frames, d)
+
+    @staticmethod
+    def _attend(attn: MultiHeadSelfAttention, x: Tensor, with_attention: bool) -> tuple[Tensor, Tensor | None]:
+        return attn.forward_with_attention(x) if with_attention else (attn(x), None)
+
+    def temporal(self, x: Tensor, with_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Step 1: (B, 1 + F*P, D) -> (same shape, weights (B*P, h, F, F) or None); CLS passes unchanged."""
+        cls, patches = self._split(x)
+        b, f, p, d = patches.shape
+        seq = patches.transpose(1, 2).reshape(b * p, f, d)  # (B*P, F, D): one sequence per patch position
+        h, weights = self._attend(self.attn_t, self.norm_t(seq), with_attention)
+        patches = patches + h.view(b, p, f, d).transpose(1, 2)  # (B, F, P, D)
+        return torch.cat([cls, patches.reshape(b, f * p, d)], dim=1), weights
+
+    def spatial(self, x: Tensor, with_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Step 2: (B, 1 + F*P, D) -> (same shape, weights (B*F, h, 1 + P, 1 + P) or None)."""
+        cls, patches = self._split(x)
+        b, f, p, d = patches.shape
+        seq = torch.cat([cls.expand(b, f, d).reshape(b * f, 1, d), patches.reshape(b * f, p, d)], dim=1)
+        h, weights = self._attend(self.attn, self.norm1(seq), with_attention)  # (B*F, 1 + P, D)
+        h = h.view(b, f, 1 + p, d)
+        cls = cls + h[:, :, 0].mean(dim=1, keepdim=True)  # the CLS outputs of the F frames, averaged
+        patches = patches + h[:, :, 1:]
+        return torch.cat([cls, patches.reshape(b, f * p, d)], dim=1), weights
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, 1 + F*P, D) -> (B, 1 + F*P, D)."""
+        x = self.spatial(self.temporal(x)[0])[0]
+        return x + self.mlp(self.norm2(x))
+
+    def forward_with_attention(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """As `forward`, also returning (temporal (B*P, h, F, F), spatial (B*F, h, 1 + P, 1 + P)) weights."""
+        x, w_t = self.temporal(x, with_attention=True)
+        x, w_s = self.spatial(x, with_attention=True)
+        return x + self.mlp(self.norm2(x)), (w_t, w_s)

@@ -240,3 +240,61 @@ def normalize_utterance(features: torch.Tensor, eps: float = 1e-5) -> torch.Tens
     mean = features.mean(dim=-1, keepdim=True)
     std = features.std(dim=-1, keepdim=True, unbiased=False)
     return (features - mean) / (std + eps)
+
+
+# ---------------------------------------------------------------- MFCC
+
+def dct_matrix(n_out: int, n_in: int, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+    """Orthonormal DCT-II as a matrix (n_out, n_in): `dct_matrix(n, n) @ x` equals
+    `scipy.fft.dct(x, type=2, norm="ortho", axis=0)`; the first n_out rows keep the n_out lowest
+    "quefrencies". Row k is sqrt(2 / n_in) * cos(pi * k * (n + 1/2) / n_in), row 0 scaled by 1/sqrt(2)."""
+    positive_int("n_in", n_in)
+    positive_int("n_out", n_out)
+    if n_out > n_in:
+        raise ValueError(f"n_out={n_out} must be at most n_in={n_in} (a DCT of n_in values has n_in coefficients)")
+    k = torch.arange(n_out, dtype=torch.float64)[:, None]  # (n_out, 1)
+    n = torch.arange(n_in, dtype=torch.float64)[None, :]  # (1, n_in)
+    basis = torch.cos(math.pi * k * (n + 0.5) / n_in) * math.sqrt(2.0 / n_in)  # (n_out, n_in)
+    basis[0] /= math.sqrt(2.0)
+    return basis.to(dtype=dtype, device=device)
+
+
+def mfcc(waveform, sample_rate: float, n_mfcc: int = 20, n_fft: int = 400, hop_length: int = 160, n_mels: int = 80,
+         f_min: float = 0.0, f_max: float | None = None, power: float = 2.0, top_db: float | None = 80.0,
+         lifter: float = 0.0) -> torch.Tensor:
+    """Mel-frequency cepstral coefficients (..., T) -> (..., n_mfcc, 1 + T // hop_length).
+
+    The log-mel in dB (`log_mel(mel_spectrogram(...), top_db=top_db)`, floored per example) followed by an
+    orthonormal DCT-II over the mel axis, keeping the first `n_mfcc` coefficients, then (if `lifter > 0`)
+    multiplied by 1 + (lifter / 2) * sin(pi * (k + 1) / lifter). Equal to `librosa.feature.mfcc` with the
+    same arguments and librosa's other defaults (dct_type=2, norm="ortho", Slaney mel), applied to each
+    example on its own (librosa.feature.mfcc always floors at 80 dB; other `top_db` values equal
+    `librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=top_db))`). Pure torch, batched over leading
+    dims, on the waveform's device.
+    """
+    positive_int("n_mfcc", n_mfcc)
+    positive_int("n_mels", n_mels)
+    if n_mfcc > n_mels:
+        raise ValueError(f"n_mfcc={n_mfcc} must be at most n_mels={n_mels}")
+    if isinstance(lifter, bool) or not isinstance(lifter, (int, float)) or not math.isfinite(lifter) or lifter < 0:
+        raise ValueError(f"lifter must be a non-negative number (0 = no liftering), got {lifter!r}")
+    db = log_mel(mel_spectrogram(waveform, sample_rate, n_fft, hop_length, n_mels, f_min, f_max, power),
+                 mode="db", top_db=top_db)  # (..., n_mels, frames)
+    coeffs = torch.matmul(dct_matrix(n_mfcc, n_mels, dtype=db.dtype, device=db.device), db)  # (..., n_mfcc, frames)
+    if lifter > 0:
+        k = torch.arange(1, n_mfcc + 1, dtype=db.dtype, device=db.device)
+        coeffs = coeffs * (1 + (lifter / 2) * torch.sin(math.pi * k / lifter))[:, None]
+    return coeffs
+
+
+def normalize_waveform(waveform, eps: float = 1e-7) -> torch.Tensor:
+    """Zero-mean unit-variance normalisation of each utterance (..., T): (x - mean) / sqrt(var + eps),
+    with the population variance over the last axis. This is what transformers' `Wav2Vec2FeatureExtractor`
+    does (do_normalize=True, eps 1e-7) to each unpadded clip. Like `normalize_utterance`, it erases the
+    clip's overall gain: x and g * x (g > 0) give the same output up to the eps term."""
+    x = _check_waveform(waveform)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    mean = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return (x - mean) / torch.sqrt(var + eps)

@@ -303,3 +303,15 @@ class SimpleVocab(_BatchEncoder):
 
     def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
         return [self.stoi.get(t, self.unk_id) for t in tokens]
+
+
+def dataset_descriptions() -> dict[str, str]:
+    """A small offline English corpus: scikit-learn's bundled dataset descriptions (``sklearn/datasets/descr``,
+    14 reStructuredText files, about 5,300 words), as ``{file stem: text}`` sorted by name."""
+    from importlib import resources
+
+    folder = resources.files("sklearn.datasets") / "descr"
+    texts = {f.name[:-4]: f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(".rst")}
+    if not texts:
+        raise FileNotFoundError(f"no dataset descriptions (*.rst) found in {folder}")
+    return dict(sorted(texts.items()))
