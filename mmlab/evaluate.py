@@ -1,9 +1,10 @@
-"""Retrieval and classification metrics for joint embedding spaces.
+"""Retrieval and classification metrics for joint embedding spaces, and caption metrics (BLEU-4, CIDEr-D).
 
 Features are compared with dot products: pass L2-normalised features for cosine similarity.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -142,3 +143,114 @@ def confusion_matrix(predictions: Tensor | Sequence[int], labels: Tensor | Seque
     elif top > num_classes:
         raise ValueError(f"a class index {top - 1} is >= num_classes {num_classes}")
     return torch.bincount(y * num_classes + p, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+# ---- caption metrics: BLEU-4 and CIDEr-D ------------------------------------------------------------------
+# Both take candidates: list[str] and references: list[list[str]] (one non-empty list per candidate), already
+# lower-case and space-tokenised (words are what str.split() returns), and give the values of pycocoevalcap's
+# Bleu(4) (its 4-gram score) and Cider on the same input, the scorers the COCO caption benchmark reports.
+
+def _caption_corpus(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> list[tuple[list, list]]:
+    """[(candidate words, [reference words, ...]), ...] after checking the two lists."""
+    for name, value in (("candidates", candidates), ("references", references)):
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise TypeError(f"{name} must be a list, got {type(value).__name__}")
+    if len(candidates) != len(references):
+        raise ValueError(f"{len(candidates)} candidates but {len(references)} lists of references; one list each")
+    if not candidates:
+        raise ValueError("candidates is empty; the metrics need at least one caption")
+    corpus = []
+    for i, (cand, refs) in enumerate(zip(candidates, references)):
+        if not isinstance(cand, str):
+            raise TypeError(f"candidates[{i}] must be a str, got {type(cand).__name__}")
+        if isinstance(refs, str) or not isinstance(refs, Sequence) or not refs:
+            raise ValueError(f"references[{i}] must be a non-empty list of str, got {refs!r}")
+        for r in refs:
+            if not isinstance(r, str):
+                raise TypeError(f"references[{i}] must hold str only, got {type(r).__name__} {r!r}")
+        corpus.append((cand.split(), [r.split() for r in refs]))
+    return corpus
+
+
+def _ngram_counts(words: list[str], n: int = 4) -> dict[tuple[str, ...], int]:
+    """Counts of every 1- to n-gram of `words`, by n then position (the order the sums below run in)."""
+    counts: dict[tuple[str, ...], int] = {}
+    for k in range(1, n + 1):
+        for i in range(len(words) - k + 1):
+            gram = tuple(words[i:i + k])
+            counts[gram] = counts.get(gram, 0) + 1
+    return counts
+
+
+def bleu(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU-4 (Papineni et al., 2002): the geometric mean of the clipped 1- to 4-gram precisions, pooled
+    over the corpus, times the brevity penalty exp(1 - r/c) when the total candidate length c is below r, the
+    sum over candidates of the reference length closest to each (the shorter on a tie).
+
+    As pycocoevalcap's Bleu(4): each precision is (matches + 1e-15) / (candidate n-grams + 1e-9), which keeps
+    an empty corpus finite (a corpus without a matching 4-gram scores about 0, not an error)."""
+    tiny, small = 1e-15, 1e-9
+    correct, guess = [0] * 4, [0] * 4
+    cand_len = ref_len = 0
+    for cand, refs in _caption_corpus(candidates, references):
+        cand_len += len(cand)
+        ref_len += min((abs(len(r) - len(cand)), len(r)) for r in refs)[1]
+        best: dict[tuple[str, ...], int] = {}
+        for r in refs:
+            for gram, count in _ngram_counts(r).items():
+                best[gram] = max(best.get(gram, 0), count)
+        for gram, count in _ngram_counts(cand).items():
+            correct[len(gram) - 1] += min(count, best.get(gram, 0))
+        for k in range(4):
+            guess[k] += max(0, len(cand) - k)
+    product = 1.0
+    for k in range(4):
+        product *= float(correct[k] + tiny) / (guess[k] + small)
+    score = product ** (1.0 / 4)
+    ratio = (cand_len + tiny) / (ref_len + small)
+    return float(score * math.exp(1 - 1 / ratio)) if ratio < 1 else float(score)
+
+
+def cider(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """CIDEr-D (Vedantam et al., 2015), as pycocoevalcap's Cider computes it.
+
+    Each sentence becomes, for n = 1..4, a vector of its n-gram counts weighted by
+    idf = log(number of items) - log(max(1, number of items whose references contain the n-gram)). Per item
+    and n: the clipped cosine sum_g min(c_g, r_g) r_g / (|c| |r|) with each reference r, times the Gaussian
+    length penalty exp(-(l_c - l_r)^2 / (2 * 6^2)); averaged over n and over the references, times 10; the
+    corpus score is the mean over items. As in pycocoevalcap, a sentence's length l is its number of bigrams
+    (words - 1, or 0), and a corpus of one item scores 0 (every idf is log 1 - log 1 = 0)."""
+    corpus = [(_ngram_counts(c), [_ngram_counts(r) for r in refs]) for c, refs in
+              _caption_corpus(candidates, references)]
+    doc_freq: dict[tuple[str, ...], float] = {}
+    for _, refs in corpus:
+        for gram in {g for r in refs for g in r}:
+            doc_freq[gram] = doc_freq.get(gram, 0.0) + 1.0
+    log_items = np.log(float(len(corpus)))
+
+    def tf_idf(counts: dict[tuple[str, ...], int]) -> tuple[list[dict], list[float], int]:
+        vec: list[dict] = [{} for _ in range(4)]
+        norm_sq = [0.0] * 4
+        for gram, tf in counts.items():
+            n = len(gram) - 1
+            vec[n][gram] = float(tf) * (log_items - np.log(max(1.0, doc_freq.get(gram, 0.0))))
+            norm_sq[n] += vec[n][gram] ** 2
+        return vec, [np.sqrt(s) for s in norm_sq], sum(tf for g, tf in counts.items() if len(g) == 2)
+
+    scores = []
+    for cand, refs in corpus:
+        c_vec, c_norm, c_len = tf_idf(cand)
+        total = np.zeros(4)
+        for ref in refs:
+            r_vec, r_norm, r_len = tf_idf(ref)
+            sim = np.zeros(4)
+            for n in range(4):
+                for gram, w in c_vec[n].items():
+                    r_w = r_vec[n].get(gram, 0.0)
+                    sim[n] += min(w, r_w) * r_w
+                if c_norm[n] != 0 and r_norm[n] != 0:
+                    sim[n] /= c_norm[n] * r_norm[n]
+                sim[n] *= np.e ** (-(float(c_len - r_len) ** 2) / (2 * 6.0**2))
+            total += sim
+        scores.append(np.mean(total) / len(refs) * 10.0)
+    return float(np.mean(np.array(scores)))
