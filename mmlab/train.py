@@ -13,14 +13,17 @@ every RNG state (Python, NumPy, torch CPU and CUDA) are restored from the checkp
 The default optimizer is AdamW over `mmlab.optim.parameter_groups` (no weight decay on biases, norms,
 embeddings, token/position tables and scalars), with an optional warm-up + cosine lr schedule
 (`TrainConfig(schedule="cosine", warmup_steps=..., min_lr_ratio=...)`).
+
+`grad_cache_step` (GradCache, Gao et al., 2021) gives a contrastive loss's full-batch gradient from chunks that
+fit in memory; inside `fit`, pass `loss_fn_backward=True` (see its docstring).
 """
 from __future__ import annotations
 
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -169,12 +172,12 @@ def _batch_source(batches: Iterable | Callable[[int], Any], start: int) -> Calla
     return next_batch
 
 
-def _check_loss(loss: Any) -> Tensor:
+def _check_loss(loss: Any, needs_grad: bool = True) -> Tensor:
     """The loss as a 0-d tensor; checks what the host knows without reading its value."""
     if not isinstance(loss, Tensor) or loss.numel() != 1:
         raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
                         f"{tuple(getattr(loss, 'shape', ()))}")
-    if not loss.requires_grad:
+    if needs_grad and not loss.requires_grad:
         raise ValueError("the loss does not require grad: are all the parameters frozen?")
     return loss.reshape(())
 
@@ -253,7 +256,8 @@ def _restore(path: Path, config: TrainConfig, model: nn.Module, optimizer, sched
 def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: Iterable | Callable[[int], Any],
         config: TrainConfig, optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any | None = None, resume: bool = False,
-        callbacks: Iterable[Callable[[int, nn.Module, dict], Any]] = ()) -> dict[str, Any]:
+        callbacks: Iterable[Callable[[int, nn.Module, dict], Any]] = (),
+        loss_fn_backward: bool = False) -> dict[str, Any]:
     """Train `model` for `config.steps` optimizer steps; return the history.
 
     Seeds Python, NumPy and torch with `config.seed` first (`mmlab.runtime.seed_everything`: dropout and
@@ -271,6 +275,11 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: 
     The loss is read on the host once per optimizer step: a NaN or inf loss stops training with a
     FloatingPointError naming the step, before that step changes the parameters.
 
+    `loss_fn_backward=True`: `loss_fn` has already back-propagated its loss into the parameters' `.grad` and
+    returns it detached, as a loss_fn that calls `grad_cache_step` does; fit then calls no backward itself
+    (with `grad_accum_steps=k` it divides the summed gradients by k, as it otherwise divides each loss by k).
+    Not with amp="fp16", whose GradScaler must scale the loss before backward.
+
     History: per step "loss" (mean over micro-batches), "lr" (used by that step), "grad_norm" (before
     clipping; inf on a step the fp16 scaler skipped), plus "resumed_from" (step or None) and "seconds"
     (wall time of this call).
@@ -281,6 +290,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: 
     for cb in callbacks:
         if not callable(cb):
             raise TypeError(f"every callback must be callable as callback(step, model, history), got {cb!r}")
+    validation.boolean("loss_fn_backward", loss_fn_backward)
+    if loss_fn_backward and config.amp == "fp16":
+        raise ValueError("loss_fn_backward=True cannot be used with amp='fp16' (the GradScaler must scale the loss "
+                         "before backward); use amp='bf16' or 'none'")
     device_type = _device_type(model)
     _autocast(config.amp, device_type)  # validates amp before any work
     params = [p for p in model.parameters() if p.requires_grad]
@@ -318,10 +331,15 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: 
             for _ in range(config.grad_accum_steps):
                 batch = next_batch()
                 with _autocast(config.amp, device_type):
-                    loss = _check_loss(loss_fn(model, batch))
+                    loss = _check_loss(loss_fn(model, batch), needs_grad=not loss_fn_backward)
                 losses.append(loss.detach())
-                scaled = loss.float() / config.grad_accum_steps
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                if not loss_fn_backward:
+                    scaled = loss.float() / config.grad_accum_steps
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if loss_fn_backward and config.grad_accum_steps > 1:
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.div_(config.grad_accum_steps)
             if scaler is not None:
                 scaler.unscale_(optimizer)
             loss_value, norm = _read_step(losses, _grad_norm(params, config.clip_grad_norm), done, config.steps)
@@ -347,3 +365,114 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], batches: 
         bar.close()
     history["seconds"] = time.perf_counter() - t0
     return history
+
+
+# ---- GradCache -------------------------------------------------------------------------------
+
+def _capture_rng() -> tuple[Tensor, list[Tensor]]:
+    """The torch CPU generator state and, once CUDA is in use, every GPU's (CUDA is not initialised for this)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return torch.get_rng_state(), cuda
+
+
+def _restore_rng(state: tuple[Tensor, list[Tensor]]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1]:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+@contextmanager
+def _replay_rng(state: tuple[Tensor, list[Tensor]]):
+    """Run the block from the generator states `state`, then put back the states it found."""
+    now = _capture_rng()
+    _restore_rng(state)
+    try:
+        yield
+    finally:
+        _restore_rng(now)
+
+
+def _chunks(name: str, inputs: Any, chunk_size: int) -> list[Any]:
+    """A tensor, or a dict of tensors of one length, split along dim 0 into pieces of `chunk_size` rows."""
+    if isinstance(inputs, Tensor):
+        if inputs.dim() == 0 or inputs.shape[0] == 0:
+            raise ValueError(f"{name} must have a non-empty batch dimension, got shape {tuple(inputs.shape)}")
+        return list(inputs.split(chunk_size))
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise TypeError(f"{name} must be a tensor or a non-empty dict of tensors, got {type(inputs).__name__}")
+    for key, value in inputs.items():
+        validation.require_tensor(f"{name}[{key!r}]", value)
+    lengths = {key: (value.shape[0] if value.dim() else 0) for key, value in inputs.items()}
+    if len(set(lengths.values())) != 1 or 0 in lengths.values():
+        raise ValueError(f"{name}'s tensors must share one non-empty batch dimension, got lengths {lengths}")
+    pieces = {key: value.split(chunk_size) for key, value in inputs.items()}
+    return [{key: pieces[key][i] for key in inputs} for i in range(len(next(iter(pieces.values()))))]
+
+
+def _encode(name: str, encode: Callable[[Any], Tensor], chunk: Any, rows: int) -> Tensor:
+    out = encode(chunk)
+    if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != rows:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{name} must return a tensor with one row per input row ({rows}), got {got}")
+    return out
+
+
+def _rows(chunk: Any) -> int:
+    return chunk.shape[0] if isinstance(chunk, Tensor) else next(iter(chunk.values())).shape[0]
+
+
+def grad_cache_step(encode_a: Callable[[Any], Tensor], encode_b: Callable[[Any], Tensor], inputs_a: Any,
+                    inputs_b: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], chunk_size: int) -> Tensor:
+    """Back-propagate `loss_fn(encode_a(inputs_a), encode_b(inputs_b))` chunk by chunk (GradCache, Gao et al.,
+    2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup"); return the loss, detached.
+
+    1. Encode every chunk of `chunk_size` rows without autograd, saving the generator states (torch CPU, and
+       every GPU once CUDA is in use) before each chunk.  2. Compute the loss on the concatenated features,
+       detached and marked requires_grad, and back-propagate it: the feature gradients (and the gradients of
+       anything `loss_fn` uses directly, such as a temperature) are now known.  3. Re-encode each chunk with
+       autograd, from its saved generator states, and back-propagate its slice of the feature gradient.
+
+    Memory: the graph of one chunk at a time, plus the (N, D) features and their gradients; compute: one more
+    forward pass. After the call every `.grad` holds what `loss_fn(za, zb).backward()` accumulates, where za and
+    zb are the chunks' features of step 1 concatenated: with no random layers that is
+    `loss_fn(encode_a(inputs_a), encode_b(inputs_b)).backward()` (up to float rounding); with dropout it is the
+    same except that each chunk draws its own dropout masks (a full-batch forward would draw others of the same
+    distribution), and step 3 replays exactly the masks of step 1. The generator states after the call are
+    those after step 1, as after a forward pass. Layers with state that a forward changes (BatchNorm's running
+    statistics) are updated twice.
+
+    inputs_a, inputs_b: tensors or dicts of tensors (e.g. input_ids and attention_mask), split along dim 0; their
+    lengths may differ. encode_a, encode_b: inputs -> (rows, ...) features. loss_fn: (za, zb) -> scalar tensor.
+    """
+    validation.require_callable("encode_a", encode_a)
+    validation.require_callable("encode_b", encode_b)
+    validation.require_callable("loss_fn", loss_fn)
+    validation.positive_int("chunk_size", chunk_size)
+    sides = [("encode_a", encode_a, _chunks("inputs_a", inputs_a, chunk_size)),
+             ("encode_b", encode_b, _chunks("inputs_b", inputs_b, chunk_size))]
+    cached = []
+    for name, encode, chunks in sides:  # 1. no-grad forward, one RNG snapshot per chunk
+        states, feats = [], []
+        with torch.no_grad():
+            for chunk in chunks:
+                states.append(_capture_rng())
+                feats.append(_encode(name, encode, chunk, _rows(chunk)))
+        cached.append((states, torch.cat(feats).detach().requires_grad_()))  # (N, D)
+    (_, za), (_, zb) = cached
+    loss = loss_fn(za, zb)  # 2. the loss on the cached features
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
+    loss.backward()
+    for (name, encode, chunks), (states, z) in zip(sides, cached):  # 3. replay each chunk with its cached gradient
+        if z.grad is None:
+            continue  # the loss does not depend on this side
+        start = 0
+        for chunk, state in zip(chunks, states):
+            rows = _rows(chunk)
+            with _replay_rng(state):
+                out = _encode(name, encode, chunk, rows)
+            if not out.requires_grad:
+                raise ValueError(f"{name}'s output does not require grad: are its parameters frozen?")
+            out.backward(z.grad[start:start + rows])
+            start += rows
+    return loss.detach()
