@@ -10,6 +10,7 @@ _EXPORTS = {
     "AVDigits": "mmlab.data.av_digits",
     "verify_assets": "mmlab.data.av_digits",
     "load_photo": "mmlab.data.photos",
+    "referent": "mmlab.data.shapes_scene_text",
 }
 
 __all__ = sorted(_EXPORTS)

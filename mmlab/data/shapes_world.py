@@ -17,6 +17,13 @@ uniform over the image. So each frame alone is uniform over positions whatever t
 direction, and reversing the direction plays the same frames backwards: the mean frame of
 a left-moving object equals that of the same object moving right (and up equals down).
 Only temporal order tells the sign of the motion; the mean frame still shows its axis.
+
+Multi-object scenes (`max_objects` 2 to 4; `shapes_scenes`, `shapes_layout`, `shapes_scene_text`): 1 to
+max_objects non-overlapping objects with their boxes, captions that name every object and how each relates
+to the next, one referring expression that picks out exactly one object (checked by parsing it back), and one
+relational question. Images default to 64x64 there (see `shapes_scenes` for why). Sound and video describe one
+object, so they are single-object only: `with_audio=True` or `video_frames > 0` with `max_objects > 1` is a
+ValueError. The default `max_objects=1` is the single-object dataset, byte for byte.
 """
 from __future__ import annotations
 
@@ -28,7 +35,10 @@ import torch
 from torch.utils.data import Dataset
 
 from mmlab.data import shapes_random as rnd
+from mmlab.data.shapes_layout import RELATIONS
 from mmlab.data.shapes_render import BASE_RGB, EXTENT, NOISE_OFFSETS, backgrounds, compose, coverage, track
+from mmlab.data.shapes_scene_text import EXPRESSION_TYPES, SCENE_ANSWERS
+from mmlab.data.shapes_scenes import OBJECT_KEYS, SCENE_IMAGE_SIZE, scene_batch, scene_params
 from mmlab.data.shapes_sound import (
     ATTACK_S,
     DECAY_PER_S,
@@ -58,6 +68,9 @@ __all__ = [
     "ANSWERS",
     "COLORS",
     "DIRECTIONS",
+    "EXPRESSION_TYPES",
+    "RELATIONS",
+    "SCENE_ANSWERS",
     "SHAPES",
     "SIZES",
     "SPLITS",
@@ -83,10 +96,23 @@ class _S:  # stream numbers: one independent random stream per quantity
 class ShapesWorld(Dataset):
     """Procedural Shapes-World scenes; `ds[i]` is one item, `ds.batch(indices)` many at once.
 
-    Item keys: "image" (3, H, W) float32 in [0, 1]; "captions" list of 4 str; "audio" (T,)
-    float32 in (-1, 1) if with_audio; "video" (F, 3, H, W) if video_frames > 0; "shape",
+    Item keys (max_objects=1, the default): "image" (3, H, W) float32 in [0, 1]; "captions" list of 4 str;
+    "audio" (T,) float32 in (-1, 1) if with_audio; "video" (F, 3, H, W) if video_frames > 0; "shape",
     "color", "size", "direction" int; "question", "answer" str; "answer_id" int into
     ANSWERS; "position" (2,) float32 object centre (x, y) as a fraction of the image; "index".
+
+    Item keys with max_objects = K in 2..4 (objects in slots 0..num_objects-1, padding after):
+    "image" (3, H, W) float32, H = W = 64 unless image_size is given; "captions" list of 4 str;
+    "num_objects" int in 1..K; "object_mask" (K,) bool, True for a present object; "boxes" (K, 4) float32
+    (x0, y0, x1, y1) in pixels, zeros for padding; "shapes", "colors", "sizes" (K,) int64 indices into
+    SHAPES, COLORS, SIZES, -1 for padding; "expression" str, a referring expression that fits exactly one
+    object; "expression_type" str, one of EXPRESSION_TYPES ("attribute" or "relation"); "target" int, the
+    slot of the object it picks out; "target_box" (4,) float32, that object's box; "question", "answer"
+    str; "answer_id" int into SCENE_ANSWERS (ANSWERS + "one".."four"); "index". No "audio" or "video".
+
+    max_objects: 1 gives one object per item (the original dataset); 2..4 gives scenes whose object count is
+    uniform over 1..max_objects. image_size defaults to 32 (one object) or 64 (scenes); with_audio defaults
+    to True (one object) or False (scenes, which have no sound).
 
     Fast loading: `DataLoader(ds, batch_size=256, collate_fn=collate_shapes_world)` generates
     each batch in one vectorised `batch` call (through `__getitems__`).
@@ -97,16 +123,21 @@ class ShapesWorld(Dataset):
         split: str = "train",
         size: int = 1000,
         seed: int = 0,
-        image_size: int = 32,
+        image_size: int | None = None,
         sample_rate: int = 16000,
         audio_seconds: float = 1.0,
         video_frames: int = 0,
-        with_audio: bool = True,
+        with_audio: bool | None = None,
+        max_objects: int = 1,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         int_in_range("size", size, 1, rnd.MAX_INDEX)
         int_in_range("seed", seed, 0, 2**63 - 1)
+        int_in_range("max_objects", max_objects, 1, 4)
+        multi = max_objects > 1
+        if image_size is None:
+            image_size = SCENE_IMAGE_SIZE if multi else 32
         int_in_range("image_size", image_size, 8, 4096)
         int_in_range("sample_rate", sample_rate, 2000, 384000)
         int_in_range("video_frames", video_frames, 0, 1024)
@@ -114,8 +145,17 @@ class ShapesWorld(Dataset):
             raise TypeError(f"audio_seconds must be a number, got {type(audio_seconds).__name__} {audio_seconds!r}")
         if not (math.isfinite(audio_seconds) and 0 < audio_seconds <= 10):
             raise ValueError(f"audio_seconds must be finite and in (0, 10], got {audio_seconds!r}")
+        if with_audio is None:
+            with_audio = not multi
         if not isinstance(with_audio, bool):
             raise TypeError(f"with_audio must be a bool, got {type(with_audio).__name__} {with_audio!r}")
+        if multi and with_audio:
+            raise ValueError(f"with_audio=True is not supported with max_objects={max_objects}: the sound describes "
+                             "one object; pass with_audio=False (the default for scenes)")
+        if multi and video_frames > 0:
+            raise ValueError(f"video_frames={video_frames} is not supported with max_objects={max_objects}: videos "
+                             "move one object; pass video_frames=0")
+        self.max_objects = int(max_objects)
         self.split, self.size, self.seed = split, int(size), int(seed)
         self.image_size, self.sample_rate = int(image_size), int(sample_rate)
         self.audio_seconds, self.video_frames, self.with_audio = float(audio_seconds), int(video_frames), with_audio
@@ -130,7 +170,8 @@ class ShapesWorld(Dataset):
         return (
             f"ShapesWorld(split={self.split!r}, size={self.size}, seed={self.seed}, image_size={self.image_size}, "
             f"sample_rate={self.sample_rate}, audio_seconds={self.audio_seconds}, "
-            f"video_frames={self.video_frames}, with_audio={self.with_audio})"
+            f"video_frames={self.video_frames}, with_audio={self.with_audio}"
+            + (f", max_objects={self.max_objects})" if self.max_objects > 1 else ")")
         )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -158,6 +199,8 @@ class ShapesWorld(Dataset):
         """Every random choice of the given items (labels, geometry, colours, sound, text)."""
         idx = self._indices(indices)
         keys = rnd.item_keys(self.seed, SPLITS.index(self.split), idx)
+        if self.max_objects > 1:
+            return {"index": idx, **scene_params(keys, self.image_size, self.max_objects, self.split == "test")}
         s, n = self.image_size, len(idx)
         p: dict[str, np.ndarray] = {"index": idx}
         p["shape"] = rnd.integers(keys, _S.SHAPE, len(SHAPES))
@@ -197,6 +240,8 @@ class ShapesWorld(Dataset):
         """Many items at once (the fast path): tensors stacked on a leading batch dim B."""
         p = self.params(indices)
         s = self.image_size
+        if self.max_objects > 1:
+            return {**scene_batch(p, s, self.split == "test"), "index": torch.from_numpy(p["index"])}
         bg = backgrounds(p["background"], p["bg_noise"], s)  # (B, 3, H, W)
         alpha = coverage(p["shape"], p["radius"], p["cx"], p["cy"], s)  # (B, H, W)
         out: dict[str, Any] = {"image": compose(alpha, p["rgb"], bg)}
@@ -241,11 +286,14 @@ def _unbatch(batch: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-_INT_KEYS = frozenset((*LABELS, "answer_id", "index"))
+_INT_KEYS = frozenset((*LABELS, "answer_id", "index", "num_objects", "target"))
 
 
 def collate_shapes_world(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack a list of `ShapesWorld` items into the layout of `ShapesWorld.batch`."""
+    """Stack a list of `ShapesWorld` items into the layout of `ShapesWorld.batch`.
+
+    Per-object tensors of scenes ("boxes", "shapes", "colors", "sizes", "object_mask") are padded to the
+    largest K among the items (zeros, -1 and False), so scenes of datasets with different max_objects mix."""
     if not items:
         raise ValueError("collate_shapes_world got an empty list of items")
     for i, item in enumerate(items):
@@ -256,7 +304,11 @@ def collate_shapes_world(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, first in items[0].items():
         values = [item[key] for item in items]
-        if isinstance(first, torch.Tensor):
+        if key in OBJECT_KEYS and isinstance(first, torch.Tensor):  # scenes of different max_objects: pad
+            k = max(v.shape[0] for v in values)
+            out[key] = torch.stack([torch.cat([v, v.new_full((k - v.shape[0], *v.shape[1:]), OBJECT_KEYS[key])])
+                                    for v in values])
+        elif isinstance(first, torch.Tensor):
             out[key] = torch.stack(values)
         elif isinstance(first, bool) or not isinstance(first, (int, np.integer)):
             out[key] = values  # captions, question, answer
