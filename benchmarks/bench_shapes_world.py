@@ -5,6 +5,7 @@ call (nothing is cached per item), the one-off table building timed separately.
 
     python benchmarks/bench_shapes_world.py                      # 32x32 image + 1 s sound
     python benchmarks/bench_shapes_world.py --video-frames 8     # with an 8-frame video
+    python benchmarks/bench_shapes_world.py --max-objects 4      # multi-object scenes (64x64, no sound)
 """
 from __future__ import annotations
 
@@ -43,10 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--image-size", type=int, default=None, help="default: 32, or 64 with --max-objects > 1")
     ap.add_argument("--audio-seconds", type=float, default=1.0)
     ap.add_argument("--video-frames", type=int, default=0)
     ap.add_argument("--no-audio", action="store_true")
+    ap.add_argument("--max-objects", type=int, default=1)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         image_size=args.image_size,
         audio_seconds=args.audio_seconds,
         video_frames=args.video_frames,
-        with_audio=not args.no_audio,
+        with_audio=not args.no_audio and args.max_objects == 1,
+        max_objects=args.max_objects,
     )
     t0 = time.perf_counter()
     ds.batch([0])  # builds the sound and noise tables once per process
