@@ -254,3 +254,63 @@ def cider(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> flo
             total += sim
         scores.append(np.mean(total) / len(refs) * 10.0)
     return float(np.mean(np.array(scores)))
+
+
+def _boxes(name: str, boxes: Tensor) -> Tensor:
+    """An (N, 4) floating tensor of xyxy boxes with x1 >= x0 and y1 >= y0, finite (values read on the host only)."""
+    validation.require_tensor(name, boxes)
+    if not boxes.is_floating_point():
+        raise TypeError(f"{name} must be floating point (x0, y0, x1, y1), got {boxes.dtype}")
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (N, 4) as (x0, y0, x1, y1), got {tuple(boxes.shape)}")
+    if validation.on_host(boxes) and len(boxes):
+        values = boxes.detach()
+        finite = torch.isfinite(values).all(1)
+        if not finite.all():
+            row = int((~finite).nonzero()[0])
+            raise ValueError(f"{name} contains NaN or inf: row {row} is {values[row].tolist()}")
+        bad = (values[:, 2] < values[:, 0]) | (values[:, 3] < values[:, 1])
+        if bad.any():
+            row = int(bad.nonzero()[0])
+            raise ValueError(f"{name} row {row} is {values[row].tolist()}: need x1 >= x0 and y1 >= y0 (xyxy boxes)")
+    return boxes
+
+
+def _iou_parts(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    a, b = _boxes("a", a), _boxes("b", b)
+    if a.device != b.device:
+        raise ValueError(f"device mismatch: a on {a.device}, b on {b.device}")
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])  # (N,)
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # (M,)
+    low = torch.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
+    high = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (high - low).clamp(min=0).prod(-1)  # (N, M)
+    return inter, area_a[:, None] + area_b[None, :] - inter
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union of every pair of xyxy boxes: a (N, 4), b (M, 4) -> (N, M).
+
+    IoU = |A ∩ B| / |A ∪ B|, the formula of torchvision.ops.box_iou. Where the union is empty (two boxes of zero
+    area) the IoU is 0 here (torchvision gives 0/0 = NaN). A box with x1 < x0 or y1 < y0, or a NaN/inf
+    coordinate, is a ValueError (checked on CPU tensors). Differentiable.
+    """
+    inter, union = _iou_parts(a, b)
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(union))
+
+
+def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Generalised IoU (Rezatofighi et al., CVPR 2019) of every pair of xyxy boxes: (N, 4), (M, 4) -> (N, M).
+
+    GIoU = IoU - |C \\ (A ∪ B)| / |C| with C the smallest box enclosing A and B; it lies in (-1, 1] and, unlike
+    IoU, still has a gradient when the boxes do not overlap (the term DETR's box loss uses, 1 - GIoU). Where C is
+    empty (two identical zero-area boxes) the penalty term is taken as 0. Same checks as `box_iou`.
+    """
+    inter, union = _iou_parts(a, b)
+    iou = torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(union))
+    low = torch.minimum(a[:, None, :2], b[None, :, :2])  # (N, M, 2) enclosing box
+    high = torch.maximum(a[:, None, 2:], b[None, :, 2:])
+    hull = (high - low).prod(-1)  # (N, M); corners already checked, so >= 0
+    penalty = torch.where(hull > 0, (hull - union) / hull.clamp(min=torch.finfo(hull.dtype).tiny),
+                          torch.zeros_like(hull))
+    return iou - penalty
