@@ -1,4 +1,4 @@
-"""Command line: `python -m mmlab doctor | run-notebooks | fusion-bench | lab`.
+"""Command line: `python -m mmlab doctor | run-notebooks | fusion-bench | lab | train-clip`.
 
 A bad argument of doctor, run-notebooks or fusion-bench is one line naming it and exit status 2 (argparse's
 convention), before any work starts; lab hands its arguments to JupyterLab, which checks them."""
@@ -24,11 +24,17 @@ def main(argv: list[str] | None = None) -> int:
                         add_help=False)
     commands.add_parser("lab", help="open JupyterLab (arguments go to `jupyter lab`; --allow-root added as root)",
                         add_help=False)
+    commands.add_parser("train-clip", add_help=False,
+                        help="train a small CLIP on Shapes-World, one process or under torchrun (see --help)")
 
     if argv[:1] == ["fusion-bench"]:
         from mmlab.fusion.bench import main as fusion_bench
 
         return fusion_bench(argv[1:])
+    if argv[:1] == ["train-clip"]:
+        from mmlab.train_clip import main as train_clip
+
+        return train_clip(argv[1:])
     if argv[:1] == ["lab"]:
         from mmlab.lab import main as lab
 
