@@ -52,8 +52,12 @@ __all__ = [
 
 def on_host(t: Tensor) -> bool:
     """True when `t`'s values can be read without synchronising an accelerator: CPU tensors only
-    (not CUDA or MPS tensors, and not meta tensors, which have no values)."""
-    return t.device.type == "cpu"
+    (not CUDA or MPS tensors, and not meta tensors, which have no values).
+
+    Also False while torch.compile or torch.export (and so `torch.onnx.export`) traces the code: the tensors
+    are then symbolic, a check reading them would be data-dependent control flow that cannot be traced, and
+    the traced graph should hold only the computation."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def positive_int(name: str, value: Any) -> int:
