@@ -9,7 +9,7 @@ function of (seed, split, index) and independent of the batch it comes in.
 Object sizes are in fractions of the image: small radius 0.07-0.085, large 0.12-0.14. At the default
 64x64 image a small object (radius 4.5-5.4 px) has the pixel size of a small object in the 32x32
 single-object scenes, where shapes are still told apart, and four large ones (boxes up to 18 px) fit with room
-to move. At 32x32 a small object would have a radius of 2.2-2.7 px and a cross arms under 2 px wide (0.68 r).
+to move. At 32x32 a small object would have a radius of 2.2-2.7 px and a cross's arms under 2 px wide (0.68 r).
 """
 from __future__ import annotations
 
