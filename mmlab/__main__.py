@@ -1,4 +1,4 @@
-"""Command line: `python -m mmlab doctor | run-notebooks | fusion-bench | lab | train-clip`.
+"""Command line: `python -m mmlab doctor | run-notebooks | fusion-bench | lab | train-clip | search`.
 
 A bad argument of doctor, run-notebooks or fusion-bench is one line naming it and exit status 2 (argparse's
 convention), before any work starts; lab hands its arguments to JupyterLab, which checks them."""
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
                         add_help=False)
     commands.add_parser("train-clip", add_help=False,
                         help="train a small CLIP on Shapes-World, one process or under torchrun (see --help)")
+    commands.add_parser("search", add_help=False,
+                        help="text and image search over a Shapes-World gallery (see --help)")
 
     if argv[:1] == ["fusion-bench"]:
         from mmlab.fusion.bench import main as fusion_bench
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         from mmlab.train_clip import main as train_clip
 
         return train_clip(argv[1:])
+    if argv[:1] == ["search"]:
+        from mmlab.search_cli import main as search
+
+        return search(argv[1:])
     if argv[:1] == ["lab"]:
         from mmlab.lab import main as lab
 

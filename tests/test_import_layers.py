@@ -24,7 +24,7 @@ LAYERS = (
     ("kernels", "data", "preprocess", "encoders"),
     ("align", "fusion", "finetune", "train", "optim", "evaluate", "viz", "checkpoint"),
     ("fusion.bench", "pretrain", "generate", "captioning", "grounding", "deploy", "search"),
-    ("doctor", "run_notebooks", "lab", "train_clip", "__main__"),
+    ("doctor", "run_notebooks", "lab", "train_clip", "search_cli", "__main__"),
 )
 LEAVES = ("mmlab.validation", "mmlab.runtime")  # import nothing from mmlab at all
 OPTIONAL = {"mmlab.kernels.contrastive_tiles": "triton"}  # imports this dependency at module level
