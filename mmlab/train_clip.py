@@ -119,7 +119,7 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _shapes_data(train_size: int) -> dict[str, Any]:
+def shapes_clip_data(train_size: int) -> dict[str, Any]:
     """Shapes-World train/test scenes, captions as ids in the compact vocabulary of the training captions."""
     train = ShapesWorld("train", size=train_size, with_audio=False).batch(range(train_size))
     test = ShapesWorld("test", size=200, with_audio=False).batch(range(200))
@@ -213,11 +213,12 @@ def _train(args: argparse.Namespace, settings: dict[str, Any], rank: int, world:
     if rank == 0:
         _write_json(args.out / RUN_FILE, settings)
         backend = ("nccl" if device.type == "cuda" else "gloo") if world > 1 else "not distributed"
+        form = "" if settings["loss"] == "siglip" or world == 1 else " global" if settings["global_loss"] else " local"
         print(f"train-clip: {world} process(es) on {device.type} ({backend}), global batch "
               f"{settings['batch_size']} = {world} x {settings['batch_size'] // world}, loss {settings['loss']}"
-              f"{'' if settings['loss'] == 'siglip' else (' global' if settings['global_loss'] else ' local')}",
+              f"{form}",
               flush=True)
-    data = _shapes_data(settings["train_size"])
+    data = shapes_clip_data(settings["train_size"])
     seed_everything(settings["seed"])
     model = build_model(data["vocab"], settings["dim"], settings["loss"]).to(device)
     trained: nn.Module = model
@@ -239,7 +240,9 @@ def _train(args: argparse.Namespace, settings: dict[str, Any], rank: int, world:
         if history["resumed_from"] is not None:
             print(f"resumed from step {history['resumed_from']}")
         r = _test_recall(model, data, device)
-        print(f"done: {args.steps} steps in {history['seconds']:.1f} s; test (200 scenes, first caption) "
+        ran = args.steps - (history["resumed_from"] or 0)
+        print(f"done: step {args.steps} ({ran} trained by this call in {history['seconds']:.1f} s); "
+              f"test (200 scenes, first caption) "
               f"i2t R@1 {r['i2t@1']:.2f} R@5 {r['i2t@5']:.2f} | t2i R@1 {r['t2i@1']:.2f} R@5 {r['t2i@5']:.2f} "
               f"(chance R@1 0.005, R@5 0.025)", flush=True)
         _write_json(args.out / HISTORY_FILE, {"world_size": world, "loss": history["loss"], "lr": history["lr"],

@@ -204,8 +204,10 @@ def siglip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tens
 
     No rank gathers the batch (Zhai et al., 2023, section 3.3): each keeps its B images and passes text blocks to
     its neighbours, both ways at once (as open_clip's `bidir`), so after ceil((W-1)/2) exchanges every rank has
-    scored its images against all W text blocks, holding one (B, B) block of logits at a time. Rank r's loss is
-    its blocks' sum divided by B; their mean over ranks is the global loss. Collective: every rank must call it.
+    scored its images against all W text blocks, computing one (B, B) block of logits at a time (autograd keeps
+    every block and every received text block for backward: B x N logits in all, as the local InfoNCE). Rank r's
+    loss is its blocks' sum divided by B; their mean over ranks is the global loss. Collective: every rank must
+    call it, with the same B.
     Not distributed, or one rank: `mmlab.align.siglip_loss` on the inputs.
     """
     rank, world = rank_and_world()
