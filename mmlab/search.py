@@ -96,6 +96,17 @@ class EmbeddingIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the index holds: features and ids, plus for "hnsw" faiss's own copy of the vectors and its graph
+        (the size of its serialised form, which is those arrays)."""
+        own = self.features.nbytes + self.ids.nbytes
+        if self._faiss is None:
+            return own
+        import faiss
+
+        return own + int(faiss.serialize_index(self._faiss).nbytes)
+
     def __repr__(self) -> str:
         return f"EmbeddingIndex(dim={self.dim}, kind={self.kind!r}, items={len(self)}, model_id={self.model_id!r})"
 

@@ -13,7 +13,8 @@ from mmlab.deploy import OnnxEncoder, OnnxFileError
 from mmlab.encoders import VisionTransformer, ViTConfig
 from mmlab.evaluate import recall_at_k
 
-TINY = ShapesRecipe(dim=32, depth=1, heads=2, embed_dim=32, train_size=500, steps=40, batch_size=64)
+TINY = ShapesRecipe(dim=32, depth=1, train_size=500, steps=40, batch_size=64)
+EMBED_DIM = 64
 N_HELD_OUT = 300
 
 
@@ -47,7 +48,7 @@ def test_export_writes_two_single_file_models_with_metadata(trained, exported):
         assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [deploy.DEFAULT_OPSET]
         meta = deploy.onnx_metadata(path)
         assert meta["graph"] == kind and meta["model"] == deploy.model_fingerprint(trained.model)
-        assert meta["precision"] == "fp32" and int(meta["embed_dim"]) == TINY.embed_dim
+        assert meta["precision"] == "fp32" and int(meta["embed_dim"]) == EMBED_DIM
     assert [i.name for i in onnx.load(str(exported["text"])).graph.input] == ["input_ids", "attention_mask"]
     assert trained.model.training is False  # put back in the mode it was in
 
@@ -59,7 +60,7 @@ def test_onnx_equals_torch_for_any_batch_and_length(trained, exported, batch):
     with torch.no_grad():
         want = trained.model.encode_image(images)
     got = OnnxEncoder(exported["image"])(images)
-    assert got.shape == (batch, TINY.embed_dim)
+    assert got.shape == (batch, EMBED_DIM)
     assert (got - want).abs().max() < 1e-5
     assert torch.allclose(got.norm(dim=1), torch.ones(batch), atol=1e-5)
     text = OnnxEncoder(exported["text"])

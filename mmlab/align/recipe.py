@@ -4,9 +4,11 @@ the search command and the deployment benchmark export, quantise and index.
     trained = train_shapes_dual_encoder(ShapesRecipe(steps=200))
     trained.model.encode_text(trained.tokenize(["a small red circle"]))
 
-The recipe is the one of lesson 06 (InfoNCE with a positive mask over the 48 shape/colour/size classes, AdamW
-through `mmlab.train.fit`, the temperature clipped after each step), with a word-level vocabulary built from
-the training captions (`SimpleVocab`: held-out synonyms of the test split become [UNK]).
+The model, the loss and the classes are those of `mmlab.align.shapes_recipe` (the recipe of lessons 06 and 08:
+`tiny_dual_encoder`, `clip_loss` with same shape/colour/size pairs as positives, AdamW through `mmlab.train.fit`,
+the temperature clipped after each step). What this module adds for deployment: a config, one training call, a
+word-level vocabulary built from the training captions (`SimpleVocab`: words outside it become [UNK]), whose
+tokens are all the model needs at serving time, and a single-file save/load of model + vocabulary + recipe.
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from torch import Tensor
 
 from mmlab import validation
 from mmlab.align.model import DualEncoder, clamp_logit_scale
+from mmlab.align.shapes_recipe import attribute_classes, clip_loss, tiny_dual_encoder
 from mmlab.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from mmlab.data.shapes_world import ShapesWorld
-from mmlab.encoders import TextConfig, TextTransformer, VisionTransformer, ViTConfig
+from mmlab.encoders import ViTConfig
 from mmlab.preprocess.text import SimpleVocab
 from mmlab.train import TrainConfig, fit
 
@@ -31,13 +34,10 @@ RECIPE_KEY = "shapes_recipe"
 
 @dataclass
 class ShapesRecipe:
-    """Towers (width `dim`, `depth` blocks, `heads`), joint space `embed_dim`, and the training run."""
+    """Towers of width `dim` and `depth` blocks (4 heads, 64-d joint space: `tiny_dual_encoder`), and the run."""
 
     dim: int = 64
     depth: int = 2
-    heads: int = 4
-    mlp_ratio: float = 2.0
-    embed_dim: int = 64
     image_size: int = 32
     patch_size: int = 8
     max_length: int = 16
@@ -48,14 +48,12 @@ class ShapesRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("dim", "depth", "heads", "embed_dim", "image_size", "patch_size", "train_size", "steps",
-                     "batch_size"):
+        for name in ("dim", "depth", "image_size", "patch_size", "train_size", "steps", "batch_size"):
             validation.positive_int(f"ShapesRecipe.{name}", getattr(self, name))
         validation.int_at_least("ShapesRecipe.max_length", self.max_length, 4)
-        validation.finite_float("ShapesRecipe.mlp_ratio", self.mlp_ratio, 0, low_open=True)
         validation.finite_float("ShapesRecipe.lr", self.lr, 0, low_open=True)
         validation.non_negative_int("ShapesRecipe.seed", self.seed)
-        ViTConfig(dim=self.dim, heads=self.heads, image_size=self.image_size, patch_size=self.patch_size)  # checks
+        ViTConfig(dim=self.dim, heads=4, image_size=self.image_size, patch_size=self.patch_size)  # checks
 
 
 @dataclass
@@ -80,12 +78,10 @@ def caption_vocabulary(recipe: ShapesRecipe) -> SimpleVocab:
 
 
 def build_dual_encoder(recipe: ShapesRecipe, vocab_size: int) -> DualEncoder:
-    """An untrained DualEncoder of the recipe's size (mean-pooled ViT and text transformer)."""
+    """An untrained DualEncoder of the recipe's size (`shapes_recipe.tiny_dual_encoder`)."""
     r = recipe
-    tower = dict(dim=r.dim, depth=r.depth, heads=r.heads, mlp_ratio=r.mlp_ratio)
-    vit = VisionTransformer(ViTConfig(**tower, image_size=r.image_size, patch_size=r.patch_size, pool="mean"))
-    text = TextTransformer(TextConfig(**tower, vocab_size=vocab_size, max_length=r.max_length, pool="mean"))
-    return DualEncoder(vit, text, embed_dim=r.embed_dim)
+    return tiny_dual_encoder(vocab_size, max_length=r.max_length, dim=r.dim, depth=r.depth, image_size=r.image_size,
+                             patch_size=r.patch_size)
 
 
 def train_shapes_dual_encoder(recipe: ShapesRecipe | None = None, progress: bool = False) -> ShapesDualEncoder:
@@ -99,7 +95,7 @@ def train_shapes_dual_encoder(recipe: ShapesRecipe | None = None, progress: bool
     vocab = SimpleVocab.build(c for caps in data["captions"] for c in caps)
     captions = [c for caps in data["captions"] for c in caps]  # image i -> rows 4i..4i+3
     encoded = vocab.encode(captions, max_length=recipe.max_length, padding="max_length")
-    classes = data["shape"] * 12 + data["color"] * 2 + data["size"]  # the 48 shape/colour/size combinations
+    classes = attribute_classes(data)  # the 48 shape/colour/size combinations
     n = recipe.train_size
     torch.manual_seed(recipe.seed)
     model = build_dual_encoder(recipe, len(vocab))
@@ -114,11 +110,7 @@ def train_shapes_dual_encoder(recipe: ShapesRecipe | None = None, progress: bool
                          "attention_mask": encoded["attention_mask"][rows, :length]},
                 "positive": classes[idx][:, None] == classes[idx][None, :]}  # (B, B)
 
-    def loss(m: DualEncoder, b: dict[str, Any]) -> Tensor:
-        out = m(b["image"], b["text"])
-        return m.loss(out["image"], out["text"], positive_mask=b["positive"])
-
-    history = fit(model, loss, batch, TrainConfig(steps=recipe.steps, lr=recipe.lr, seed=recipe.seed,
+    history = fit(model, clip_loss, batch, TrainConfig(steps=recipe.steps, lr=recipe.lr, seed=recipe.seed,
                                                   progress=progress), callbacks=(clamp_logit_scale,))
     return ShapesDualEncoder(model.eval(), vocab, recipe, history)
 
