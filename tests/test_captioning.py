@@ -10,10 +10,13 @@ from mmlab.captioning import (
     DecoderConfig,
     FlamingoDecoder,
     MemoryCrossAttention,
+    PrecomputedTokens,
     UnifiedDecoder,
     prefix_lm_mask,
     teacher_forcing_loss,
 )
+from mmlab.captioning.readback import caption_accuracy, read_objects, stated_relation
+from mmlab.captioning.tagging import patch_labels
 from mmlab.captioning.vocabulary import caption_words
 from mmlab.encoders import CrossAttentionBlock, MultiHeadSelfAttention, VisionTransformer, ViTConfig
 from mmlab.generate import beam_search, greedy, sample
@@ -241,3 +244,46 @@ def test_bad_input():
     assert isinstance(unified, UnifiedDecoder)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         teacher_forcing_loss(torch.zeros(3, 1, V), ids[:, :1])
+
+
+def test_caption_read_back_grades_the_data_own_captions_perfectly_and_catches_errors():
+    from mmlab.data import ShapesWorld
+
+    d = ShapesWorld("val", size=60, max_objects=3, image_size=32).batch(range(60))
+    keys = (d["shapes"], d["colors"], d["sizes"], d["boxes"], d["object_mask"])
+    for c in range(4):
+        acc = caption_accuracy([caps[c] for caps in d["captions"]], *keys)
+        assert {k: acc[k] for k in ("shape", "color", "size", "count", "exact")} == dict.fromkeys(
+            ("shape", "color", "size", "count", "exact"), 1.0)
+        assert acc["relation"] == 1.0 or acc["relations"] == 0
+    chains = [caps[0] for caps in d["captions"]]
+    swapped = [c.replace(" red ", " blue ") if " red " in c else c.replace(" blue ", " red ") for c in chains]
+    wrong = caption_accuracy(swapped, *keys)
+    assert wrong["color"] < 1.0 and wrong["shape"] == 1.0 and wrong["exact"] < 1.0
+    flipped = caption_accuracy([c.replace("left of", "right of") for c in chains], *keys)
+    assert flipped["relation"] < 1.0 and flipped["color"] == 1.0
+    assert caption_accuracy(["a picture"] * 60, *keys)["count"] == 0.0
+    assert read_objects("a small red circle left of a large blue cross")[0] == ((0, 0, 0), " left of a ")
+    assert stated_relation(", which is above ") == 2 and stated_relation(" and ") is None
+
+
+def test_patch_labels_by_hand():
+    boxes = torch.tensor([[[1.0, 1.0, 7.0, 7.0], [9.0, 0.0, 16.0, 3.0]]])  # two objects on a 16x16 image, patch 8
+    mask = torch.tensor([[True, True]])
+    values = torch.tensor([[3, 1]])
+    assert patch_labels(boxes, mask, values, 4, 16, 8).tolist() == [[3, 1, 4, 4]]
+    assert patch_labels(boxes, mask, values, 4, 16, 8, min_overlap=30).tolist() == [[3, 4, 4, 4]]  # 21 px^2 < 30
+    assert patch_labels(boxes, torch.tensor([[True, False]]), values, 4, 16, 8).tolist() == [[3, 4, 4, 4]]
+    with pytest.raises(ValueError, match="not divisible"):
+        patch_labels(boxes, mask, values, 4, 16, 5)
+
+
+def test_precomputed_tokens():
+    t = torch.randn(2, 5, 8)
+    assert PrecomputedTokens(8)(t) is t
+    torch.testing.assert_close(PrecomputedTokens(8).pool(t), t[:, 0])
+    torch.testing.assert_close(PrecomputedTokens(8, pool="mean").pool(t), t[:, 1:].mean(1))
+    with pytest.raises(ValueError, match=r"tokens must have shape \(B, 5, 4\)"):
+        PrecomputedTokens(4)(t)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        PrecomputedTokens(8, pool="max")

@@ -18,6 +18,7 @@ from mmlab.captioning.block import DecoderLayer
 from mmlab.captioning.cache import KVCache
 from mmlab.captioning.config import DecoderConfig
 from mmlab.captioning.cross_attention import CrossAttentionDecoder
+from mmlab.captioning.features import PrecomputedTokens
 from mmlab.captioning.flamingo import FlamingoDecoder
 from mmlab.captioning.prefix import PrefixDecoder
 from mmlab.captioning.step import DecoderStep
@@ -42,6 +43,7 @@ __all__ = [
     "GatedMemoryCrossAttention",
     "KVCache",
     "MemoryCrossAttention",
+    "PrecomputedTokens",
     "PrefixDecoder",
     "UnifiedDecoder",
     "prefix_lm_mask",
