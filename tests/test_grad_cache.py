@@ -188,3 +188,17 @@ def test_fit_rejects_loss_fn_backward_with_fp16_and_non_bool():
         fit(model, lambda m, b: None, [None], TrainConfig(steps=1, amp="fp16", progress=False), loss_fn_backward=True)
     with pytest.raises(TypeError, match="loss_fn_backward must be True or False"):
         fit(model, lambda m, b: None, [None], TrainConfig(steps=1, progress=False), loss_fn_backward=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the CUDA generator's replay)")
+def test_cuda_dropout_is_replayed():
+    images, texts = data()
+    images, texts = images.cuda(), {k: v.cuda() for k, v in texts.items()}
+    ref_model, model = Pair().cuda(), Pair().cuda()
+    torch.cuda.manual_seed(7)
+    chunked_reference(ref_model, images, texts, 4)
+    torch.cuda.manual_seed(7)
+    cached(model, images, texts, 4)
+    want, got = grads(ref_model), grads(model)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], **TIGHT, msg=n)

@@ -84,6 +84,13 @@ def test_trains_resumes_exactly_and_guards_its_folder(tmp_path, capsys, monkeypa
     assert "dim 8 -> 12" in usage_error(changed, capsys)
 
 
+def test_siglip_runs(tmp_path, capsys, monkeypatch, one_thread):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert main(["train-clip", "--out", str(tmp_path), "--steps", "2", "--loss", "siglip", *TINY]) == 0
+    assert "loss siglip" in capsys.readouterr().out and len(history(tmp_path)["loss"]) == 2
+
+
 def _rank(rank, world, port, argv):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
