@@ -432,14 +432,16 @@ def grad_cache_step(encode_a: Callable[[Any], Tensor], encode_b: Callable[[Any],
        anything `loss_fn` uses directly, such as a temperature) are now known.  3. Re-encode each chunk with
        autograd, from its saved generator states, and back-propagate its slice of the feature gradient.
 
-    Memory: the graph of one chunk at a time, plus the (N, D) features and their gradients; compute: one more
-    forward pass. After the call every `.grad` holds what `loss_fn(za, zb).backward()` accumulates, where za and
-    zb are the chunks' features of step 1 concatenated: with no random layers that is
-    `loss_fn(encode_a(inputs_a), encode_b(inputs_b)).backward()` (up to float rounding); with dropout it is the
-    same except that each chunk draws its own dropout masks (a full-batch forward would draw others of the same
-    distribution), and step 3 replays exactly the masks of step 1. The generator states after the call are
-    those after step 1, as after a forward pass. Layers with state that a forward changes (BatchNorm's running
-    statistics) are updated twice.
+    Memory held for backward: in step 2 the loss graph on the (N, D) features (freed by its backward), in step 3
+    the graph of one chunk of one side at a time, throughout the (N, D) features and their gradients; compute:
+    one more forward pass. After the call every `.grad` holds what `loss_fn(za, zb).backward()` accumulates,
+    where za and zb are the chunks' features of step 1 concatenated. With no random layers, and provided no
+    layer mixes examples across the batch (no BatchNorm in train mode, which would normalise each chunk with its
+    own statistics), that is `loss_fn(encode_a(inputs_a), encode_b(inputs_b)).backward()` (up to float
+    rounding), exactly the big batch's gradient. With dropout it is the same except that each chunk draws its own
+    dropout masks (a full-batch forward would draw others of the same distribution), and step 3 replays exactly
+    the masks of step 1. The generator states after the call are those after step 1, as after a forward pass.
+    Layers with state that a forward changes (BatchNorm's running statistics) are updated twice.
 
     inputs_a, inputs_b: tensors or dicts of tensors (e.g. input_ids and attention_mask), split along dim 0; their
     lengths may differ. encode_a, encode_b: inputs -> (rows, ...) features. loss_fn: (za, zb) -> scalar tensor.

@@ -13,7 +13,8 @@ classes, as in lesson 06; or SigLIP's ring), so the run follows the single-proce
 Training goes through `mmlab.train.fit`: each rank checkpoints its own state (RNG included) under
 `OUT/rank<r>/` every `--checkpoint-every` steps, and `--resume` continues from there (the run's settings and
 world size are kept in `OUT/run.json` and must match). Rank 0 prints the loss and, at the end, test Recall@K,
-and writes the per-step losses and the recall to `OUT/history.json`.
+and writes the per-step losses, gradient norms (of the DDP-averaged gradient, before clipping) and the recall to
+`OUT/history.json`.
 
 A bad argument is one line naming it and exit status 2, before any process group or training starts.
 """
@@ -41,7 +42,7 @@ from mmlab.runtime import pick_device, seed_everything
 from mmlab.train import TrainConfig, fit
 
 RUN_FILE = "run.json"
-HISTORY_FILE = "history.json"  # rank 0, at the end: per-step losses (all steps, resumed ones too) and test recall
+HISTORY_FILE = "history.json"  # rank 0, at the end: per-step losses and gradient norms (all steps) and test recall
 MAX_LEN = 24
 # settings a resumed run must share with the saved one (steps may grow; fit checks its own config too)
 KEPT_ON_RESUME = ("world_size", "batch_size", "loss", "global_loss", "train_size", "lr", "seed", "dim")
@@ -246,6 +247,7 @@ def _train(args: argparse.Namespace, settings: dict[str, Any], rank: int, world:
               f"i2t R@1 {r['i2t@1']:.2f} R@5 {r['i2t@5']:.2f} | t2i R@1 {r['t2i@1']:.2f} R@5 {r['t2i@5']:.2f} "
               f"(chance R@1 0.005, R@5 0.025)", flush=True)
         _write_json(args.out / HISTORY_FILE, {"world_size": world, "loss": history["loss"], "lr": history["lr"],
+                                             "grad_norm": [float(g) for g in history["grad_norm"]],
                                              "resumed_from": history["resumed_from"], "test_recall": r})
     return 0
 

@@ -4,7 +4,8 @@ against the big batch's gradient (64 pairs), on the lesson's CLIP after 40 train
     for t in 1 2; do OMP_NUM_THREADS=$t .venv/bin/python benchmarks/calibration/lesson_13.py --threads $t; done
 
 Seeds 0, 1, 2 vary the model's initialisation, fit's seed and the batches (the lesson uses seed 0). Prints a
-markdown table; the lesson asserts `acc_error[4] > threshold` with threshold <= 80% of the worst value.
+markdown table; the lesson asserts `acc_error[4] > threshold` with the threshold at or above 80% of the worst
+observed value (a lower bound: not far below what the lesson achieves).
 """
 from __future__ import annotations
 

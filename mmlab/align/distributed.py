@@ -15,13 +15,19 @@ global form every L_r is L itself). The features of rank r enter every L_q, so t
 sum_q dL_q/dx_r = W · dL/dx_r; the backward of `gather_with_grad` (an all-reduce SUM of the gathered gradient,
 then rank r's slice) and of the ring exchange (each received gradient sent back to the block's owner) deliver
 exactly that sum. DDP then averages, (1/W) · sum_r W · dL/dθ_r = dL/dθ. The logit scale (and bias) enter L_r
-directly, and the average of dL_r/ds is dL/ds. The pitfall this avoids (open_clip issue #616, pytorch #58005):
-a gather whose backward keeps only the local slice (`torch.distributed.all_gather`, then the local tensor put
-back in its place) gives each rank dL_r/dx_r alone, so after DDP's average the towers get 1/W of the
-single-process gradient while the temperature gets all of it. `tests/test_distributed.py` shows both.
+directly, and the average of dL_r/ds is dL/ds. The pitfall this avoids: a gather whose backward keeps only the
+local slice (`torch.distributed.all_gather`, then the local tensor put back in its place) gives rank r's
+features dL_r/dx_r alone. In the global form (every L_r = L) that is a uniform 1/W: after DDP's average the
+towers get 1/W of the single-process gradient while the temperature gets all of it (harmless for the direction;
+AdamW's update hardly depends on the scale). In the local form it drops the terms where rank r's features are
+negatives in the other ranks' rows, so the gradient's direction changes. (open_clip issue #616 asked about the
+global case; #894 recounts that the local loss needs the gradient through the gather while the global form
+without it is off only by a scale.) `tests/test_distributed.py` checks the global-form factor; lesson 13 shows
+both forms.
 
 positive_mask (InfoNCE) is the global (N, N) mask, the same tensor on every rank (each rank uses its rows and
-its columns); gloo has no all_to_all, so the ring uses point-to-point send/recv, which gloo and NCCL both have.
+its columns). The ring is a permutation of blocks, so each of its steps is a neighbour exchange (point-to-point
+send/recv, on gloo and NCCL alike).
 """
 from __future__ import annotations
 
@@ -205,7 +211,9 @@ def siglip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tens
     No rank gathers the batch (Zhai et al., 2023, section 3.3): each keeps its B images and passes text blocks to
     its neighbours, both ways at once (as open_clip's `bidir`), so after ceil((W-1)/2) exchanges every rank has
     scored its images against all W text blocks, computing one (B, B) block of logits at a time (autograd keeps
-    every block and every received text block for backward: B x N logits in all, as the local InfoNCE). Rank r's
+    every block's log-sigmoid input and every received text block for backward: B x N logits in all, half of the
+    local InfoNCE's two (B, N) log-softmaxes; on CPU torch's log-sigmoid also keeps a buffer of its input's size,
+    so 2 B x N there). Rank r's
     loss is its blocks' sum divided by B; their mean over ranks is the global loss. Collective: every rank must
     call it, with the same B.
     Not distributed, or one rank: `mmlab.align.siglip_loss` on the inputs.
