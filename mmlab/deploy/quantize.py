@@ -8,7 +8,7 @@
   `reduce_range=True` (the default) keeps weights in 7 bits: on x86 CPUs without VNNI onnxruntime multiplies
   uint8 x int8 with VPMADDUBSW, whose int16 sums of two products saturate (2 * 255 * 127 > 32767); 7-bit weights
   cannot (2 * 255 * 64 < 32767). On this course's 2-core AVX2 machine the largest embedding error of the trained
-  Shapes-World model was 0.054 with 8-bit and 0.008 with 7-bit weights (benchmarks/results/deploy_cpu.md).
+  Shapes-World model (width 64) was 0.044 with 8-bit and 0.010 with 7-bit weights (benchmarks/results/deploy_cpu.md).
 - `convert_fp16`: every float32 weight and activation stored as float16 (onnxruntime's float16 converter),
   inputs and outputs kept float32. On a CPU this halves the file but is not faster: onnxruntime's CPU provider
   has float16 kernels for few operators, and for the others it inserts Cast nodes and computes in float32.
