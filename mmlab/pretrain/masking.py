@@ -1,9 +1,12 @@
 """Masking for pretraining: BERT's masked-language-model corruption and MAE's random patch masking.
 
-`mask_tokens` follows BERT (Devlin et al., 2019, section 3.1 and appendix A.1), the recipe ALBEF and BLIP reuse
-for MLM conditioned on the image: 15% of the eligible positions are chosen; of those 80% become [MASK], 10% a random
-token and 10% stay, and the loss is taken at the chosen positions only (`labels` = -100 elsewhere, the
-`ignore_index` of `torch.nn.functional.cross_entropy`).
+`mask_tokens` follows BERT's recipe (Devlin et al., 2019, section 3.1 and appendix A.1), which ALBEF reuses for MLM
+conditioned on the image (BLIP has no MLM: its objectives are ITC, ITM and autoregressive language modelling), in
+its per-token form (as Hugging Face's DataCollatorForLanguageModeling and ALBEF's code): each eligible position is
+chosen independently with probability 0.15, where BERT's reference create_pretraining_data.py picks round(0.15 n)
+positions per sequence (capped at max_predictions_per_seq). Of the chosen, 80% become [MASK], 10% a random token
+(here only ordinary, non-special ids; BERT draws from the whole vocabulary) and 10% stay, and the loss is taken at
+the chosen positions only (`labels` = -100 elsewhere, the `ignore_index` of `torch.nn.functional.cross_entropy`).
 
 `random_masking` follows MAE (He et al., 2022, section 3 "Masking" and its reference implementation): per row a
 random permutation from sorted uniform noise; the first `keep` tokens of the permutation stay visible, and
@@ -42,7 +45,7 @@ def _special_ids(special_token_ids, vocab_size: int) -> list[int]:
 def mask_tokens(input_ids: Tensor, attention_mask: Tensor, *, vocab_size: int, mask_token_id: int,
                 special_token_ids: Iterable[int], prob: float = 0.15,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """BERT-style masking: `(masked_ids, labels)`, both (B, L) int64; the inputs are not modified.
+    """BERT-style masking, per-token variant: `(masked_ids, labels)`, both (B, L) int64; the inputs are not modified.
 
     Eligible positions: `attention_mask` true and an id that is not special (`special_token_ids`, and
     `mask_token_id` itself). Each eligible position is chosen independently with probability `prob`; a chosen
