@@ -25,7 +25,6 @@ from mmlab.encoders import TextConfig, TextTransformer, VisionTransformer, ViTCo
 from mmlab.preprocess.text import WordPieceTokenizer
 
 CAPTIONS_PER_IMAGE = 4
-N_CLASSES = 48  # 4 shapes x 6 colours x 2 sizes
 
 
 def attribute_classes(batch: dict[str, Any]) -> Tensor:
