@@ -30,14 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+from bench_shapes_world import cpu_name  # benchmarks/ is on sys.path when a script there runs
 
 
 def load_average() -> list[float]:

@@ -1,18 +1,14 @@
 """`python -m mmlab search`: a run end to end (train, index, text and image queries, grid), the cached index
 reused by the same model and refused for another, and every bad argument one line with exit status 2."""
 import pytest
+from test_cli import usage_error as any_usage_error  # tests/ is on sys.path (no package, pytest's prepend mode)
 
 from mmlab.__main__ import main
 
 
 def usage_error(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("python -m mmlab search: error: "), err
+    last = any_usage_error(argv, capsys)
+    assert last.startswith("python -m mmlab search: error: "), last
     return last
 
 
