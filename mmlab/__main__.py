@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, default=Path("build"))
     run.add_argument("--pattern", default="*.ipynb", help="glob of notebooks to run, e.g. '0[0-3]*.ipynb'")
     run.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
-    commands.add_parser("fusion-bench", help="train fusion variants and write a leaderboard (see --help)",
+    commands.add_parser("fusion-bench", help="tune and compare fusions over seeds, write a leaderboard (see --help)",
                         add_help=False)
     commands.add_parser("lab", help="open JupyterLab (arguments go to `jupyter lab`; --allow-root added as root)",
                         add_help=False)
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="text and image search over a Shapes-World gallery (see --help)")
 
     if argv[:1] == ["fusion-bench"]:
-        from mmlab.fusion.bench import main as fusion_bench
+        from mmlab.fusion_bench.cli import main as fusion_bench
 
         return fusion_bench(argv[1:])
     if argv[:1] == ["train-clip"]:

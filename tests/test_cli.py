@@ -11,7 +11,8 @@ import pytest
 from test_fusion_bench import synthetic_task
 
 from mmlab.__main__ import main
-from mmlab.fusion import bench
+from mmlab.fusion_bench import cli as bench_cli
+from mmlab.fusion_bench import protocol, tuning
 
 
 def _notebook(path, source):
@@ -101,48 +102,43 @@ def test_commands_and_doctor_arguments(capsys, argv, message):
 def no_training(monkeypatch):
     """The bench on the synthetic task, with training forbidden: every error must come before it."""
     loaded = []
-    monkeypatch.setattr(bench, "load_task", lambda name: loaded.append(name) or synthetic_task())
+    monkeypatch.setattr(bench_cli, "load_task", lambda name: loaded.append(name) or synthetic_task())
 
     def forbidden(*args, **kwargs):
         raise AssertionError("training started before every argument was checked")
 
-    monkeypatch.setattr(bench, "run_bench", forbidden)
-    monkeypatch.setattr(bench, "train", forbidden)
+    monkeypatch.setattr(bench_cli, "run_protocol", forbidden)
+    monkeypatch.setattr(tuning, "train_run", forbidden)
+    monkeypatch.setattr(protocol, "train_run", forbidden)
     return loaded
 
 
 BENCH_ERRORS = [
-    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
-    (["--batch-size", "-3"], "--batch-size must be a positive integer, got -3"),
-    (["--dropout", "-0.5"], r"--dropout must be a finite number in \[0, 1\), got -0.5"),
-    (["--dropout", "1"], r"--dropout must be a finite number in \[0, 1\), got 1.0"),
-    (["--dropout", "nan"], "--dropout must be a finite number .* got nan"),
-    (["--dropout", "0", "0"], r"--dropout must not list 0.0 twice \(at positions 0 and 1\)"),
-    (["--budget", "-1"], "--budget must be a finite number > 0, got -1.0"),
-    (["--budget", "0"], "--budget must be a finite number > 0, got 0.0"),
-    (["--budget", "inf"], "--budget must be a finite number > 0, got inf"),
-    (["--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
-    (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
-    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
-    (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
-    (["--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
-    (["--threads", "-1"], "--threads must be a positive integer, got -1"),
-    (["--threads", "0"], "--threads must be a positive integer, got 0"),
-    (["--width", "0"], "--width must be a positive integer, got 0"),
+    (["--trials", "0"], "--trials must be a positive integer, got 0"),
     (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
-    (["--steps", "0"], "--steps must be a positive integer, got 0"),
+    (["--seeds", "-2"], "--seeds must be a positive integer, got -2"),
+    (["--seeds", "2", "--dropout-seeds", "3"], "--dropout-seeds=3 must not exceed --seeds=2"),
+    (["--dropout-seeds", "-1"], "--dropout-seeds must be a non-negative integer, got -1"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--max-steps", "0"], "--max-steps must be a positive integer, got 0"),
+    (["--eval-every", "0"], "--eval-every must be a positive integer, got 0"),
+    (["--patience", "0"], "--patience must be a positive integer, got 0"),
+    (["--jobs", "0"], "--jobs must be a positive integer, got 0"),
+    (["--width", "0"], "--width must be a positive integer, got 0"),
+    (["--modality-dropout", "1"], r"--modality-dropout must be a finite number in \[0, 1\), got 1.0"),
+    (["--modality-dropout", "nan"], "--modality-dropout must be a finite number .* got nan"),
     (["--noise", "-1"], "--noise must be a finite number >= 0, got -1.0"),
-    (["--noise", "nan"], "--noise must be a finite number >= 0, got nan"),
-    (["--task", "mnist"], "argument --task: invalid choice: 'mnist'"),
+    (["--trials", "abc"], "argument --trials: invalid int value: 'abc'"),
+    (["--task", "mnist"], "--task: unknown task 'mnist'; available: avdigits, vqa, synergy"),
     (["--task", "vqa", "vqa"], "--task must not list 'vqa' twice"),
     (["--names", "nope"], "--names: unknown fusion 'nope'; available: .*early"),
     (["--names", "late:learned"], "--names: bad option 'learned' in 'late:learned'; expected key=value"),
     (["--names", "early:=3"], "--names: bad option '=3'"),
     (["--names", "early:width=1,width=2"], "--names: option 'width' is given twice"),
-    (["--names", "early:foo=1"], "fusion variant 'early\\(foo=1\\)' cannot be built .*no option 'foo'"),
-    (["--names", "early", "early"], "the fusion variants must not list 'early' twice"),
-    (["--out", "{file}/lb"], "--out '.*lb.md' cannot be created: .* is not a folder"),
-    (["--out", "{tmp}"], "--out .* must be a file, but it is a folder"),
+    (["--names", "early:foo=1"], "method 'early\\(foo=1\\)' cannot be built .*no option 'foo'"),
+    (["--names", "early", "early"], "the methods must not list 'early' twice"),
+    (["--out", "{file}/fb"], "--out '.*fb' cannot be created: .* is not a folder"),
+    (["--out", "{file}"], "--out .* must be a folder, but it is a file"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ]
 
@@ -150,18 +146,17 @@ BENCH_ERRORS = [
 @pytest.mark.parametrize("args, message", BENCH_ERRORS)
 def test_fusion_bench_arguments(no_training, tmp_path, capsys, args, message):
     (tmp_path / "file").write_text("")
-    args = [a.format(file=tmp_path / "file", tmp=tmp_path / "lb.md") for a in args]
-    (tmp_path / "lb.md").mkdir()
-    argv = ["fusion-bench", "--out", str(tmp_path / "out" / "lb"), "--no-progress", *args]
+    args = [a.format(file=tmp_path / "file") for a in args]
+    argv = ["fusion-bench", "--out", str(tmp_path / "out"), "--no-progress", *args]
     assert re.search(message, usage_error(argv, capsys))
     assert not (tmp_path / "out").exists()
-    if "--out" in args:
+    if "--out" in args or "--task" in args:
         assert no_training == []  # refused before any data is loaded
 
 
 def test_a_bad_argument_exits_2_from_the_shell():
-    run = subprocess.run([sys.executable, "-m", "mmlab", "fusion-bench", "--lr", "nan"], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "mmlab", "fusion-bench", "--trials", "0"], capture_output=True,
                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert run.returncode == 2 and run.stdout == ""
-    assert run.stderr.strip().splitlines()[-1] == ("python -m mmlab fusion-bench: error: --lr must be a finite "
-                                                   "number > 0, got nan")
+    assert run.stderr.strip().splitlines()[-1] == ("python -m mmlab fusion-bench: error: --trials must be a positive "
+                                                   "integer, got 0")

@@ -271,3 +271,19 @@ def test_check_fusion_names_the_failed_check(check):
         unregister_fusion("test_broken")
     assert info.value.check == check and info.value.fusion == "test_broken"
     assert isinstance(info.value, AssertionError)
+
+
+def test_the_fusion_package_imports_only_layers_validation_and_itself():
+    """mmlab.fusion holds the modules, registry, contract and search spaces; the benchmark lives in fusion_bench."""
+    import ast
+    from pathlib import Path
+
+    allowed = ("mmlab.encoders.layers", "mmlab.validation", "mmlab.fusion")
+    root = Path(__file__).resolve().parents[1] / "mmlab" / "fusion"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                if name == "mmlab" or name.startswith("mmlab."):
+                    assert name.startswith(allowed), f"{path.name} imports {name}"

@@ -17,13 +17,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Lowest first. A module belongs to the longest entry that names it or a package above it ("fusion.bench" before
-# "fusion"), and may import modules of its own layer and of the layers before it, nothing after.
+# Lowest first. A module belongs to the longest entry that names it or a package above it ("align.recipe" would
+# come before "align"), and may import modules of its own layer and of the layers before it, nothing after.
 LAYERS = (
     ("", "validation", "runtime"),  # "" is the bare `mmlab` package
     ("kernels", "data", "preprocess", "encoders"),
     ("align", "fusion", "finetune", "train", "optim", "evaluate", "viz", "checkpoint"),
-    ("fusion.bench", "pretrain", "generate", "captioning", "grounding", "deploy", "search"),
+    ("fusion_bench", "pretrain", "generate", "captioning", "grounding", "deploy", "search"),
     ("doctor", "run_notebooks", "lab", "train_clip", "search_cli", "__main__"),
 )
 LEAVES = ("mmlab.validation", "mmlab.runtime")  # import nothing from mmlab at all

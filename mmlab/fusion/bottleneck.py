@@ -7,6 +7,7 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, classifier_head, masked_mean, self_attention_layer
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import Choice, FloatRange, IntRange
 
 
 @register_fusion("bottleneck")
@@ -18,6 +19,13 @@ class BottleneckFusion(Fusion):
     `heads` (>= 1, dividing `width`), `n_bottleneck` (>= 1), `mlp_ratio` (integer >= 1), `dropout` in [0, 1)."""
 
     family = "bottleneck"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "width": Choice((16, 32, 64)),
+        "heads": Choice((1, 2, 4)),
+        "dropout": FloatRange(0.0, 0.2),
+        "depth": IntRange(1, 2),
+        "n_bottleneck": IntRange(2, 8),
+    }
 
     def __init__(self, input_dims, output_dim, width: int = 32, depth: int = 2, heads: int = 2,
                  n_bottleneck: int = 4, mlp_ratio: int = 2, dropout: float = 0.0):

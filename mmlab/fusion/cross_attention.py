@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from mmlab.encoders.layers import CrossAttentionBlock, MultiHeadSelfAttention
 from mmlab.fusion.base import Fusion, Projections, classifier_head, masked_mean, pick_modality
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import Choice, FloatRange, IntRange
 
 
 class CrossAttentionLayer(nn.Module):
@@ -50,6 +51,12 @@ class CrossAttentionFusion(Fusion):
     `dropout` in [0, 1), `make_layer` (a callable)."""
 
     family = "cross_attention"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "width": Choice((16, 32, 64)),
+        "heads": Choice((1, 2, 4)),
+        "dropout": FloatRange(0.0, 0.2),
+        "depth": IntRange(1, 2),
+    }
 
     def __init__(self, input_dims, output_dim, query: str | None = None, width: int = 32, depth: int = 1,
                  heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0,

@@ -6,6 +6,7 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, masked_mean
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import FloatRange, IntRange
 
 
 @register_fusion("early")
@@ -15,6 +16,10 @@ class EarlyFusion(Fusion):
     Options: `width` (hidden units, >= 1), `dropout` in [0, 1)."""
 
     family = "early"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "width": IntRange(16, 128, log=True),
+        "dropout": FloatRange(0.0, 0.3),
+    }
 
     def __init__(self, input_dims, output_dim, width: int = 64, dropout: float = 0.0):
         super().__init__(input_dims, output_dim)

@@ -7,6 +7,7 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, classifier_head, masked_mean, pick_modality
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import IntRange
 
 
 @register_fusion("film")
@@ -18,6 +19,10 @@ class FiLMFusion(Fusion):
     the condition would not reach the output)."""
 
     family = "film"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "width": IntRange(16, 64, log=True),
+        "depth": IntRange(1, 3),
+    }
 
     def __init__(self, input_dims, output_dim, target: str | None = None, width: int = 32, depth: int = 2):
         super().__init__(input_dims, output_dim, min_modalities=2)

@@ -17,6 +17,7 @@ from mmlab.encoders.layers import zero_padding
 from mmlab.fusion.base import feed_forward, self_attention_layer
 from mmlab.fusion.cross_attention import CrossAttentionFusion
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import Choice, FloatRange, IntRange
 
 
 class GatedCrossAttentionLayer(nn.Module):
@@ -48,6 +49,12 @@ class FlamingoFusion(CrossAttentionFusion):
     `dropout`), plus `gate_init` (a finite number; the gates are tanh(gate_init), 0 = closed)."""
 
     family = "flamingo"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "width": Choice((16, 32, 64)),
+        "heads": Choice((1, 2, 4)),
+        "dropout": FloatRange(0.0, 0.2),
+        "depth": IntRange(1, 2),
+    }
 
     def __init__(self, input_dims, output_dim, query: str | None = None, width: int = 32, depth: int = 1,
                  heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0, gate_init: float = 0.0):

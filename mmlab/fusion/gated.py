@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from mmlab.fusion.base import Fusion, classifier_head, masked_mean
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import IntRange
 
 
 @register_fusion("gated")
@@ -15,6 +16,7 @@ class GatedFusion(Fusion):
     Options: `width` (gated units, >= 1)."""
 
     family = "gated"
+    search_space = {"width": IntRange(16, 128, log=True)}  # tuned by mmlab.fusion_bench
 
     def __init__(self, input_dims, output_dim, width: int = 64):
         super().__init__(input_dims, output_dim)

@@ -6,6 +6,7 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, choice_option, masked_mean
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import Choice, FloatRange, IntRange
 
 
 @register_fusion("late")
@@ -16,6 +17,11 @@ class LateFusion(Fusion):
     Options: `width` (hidden units per head, >= 1), `combine` ("mean" or "learned"), `dropout` in [0, 1)."""
 
     family = "late"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "width": IntRange(16, 128, log=True),
+        "dropout": FloatRange(0.0, 0.3),
+        "combine": Choice(("mean", "learned")),
+    }
 
     def __init__(self, input_dims, output_dim, width: int = 64, combine: str = "mean", dropout: float = 0.0):
         super().__init__(input_dims, output_dim)

@@ -7,6 +7,7 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, classifier_head, masked_mean
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import IntRange
 
 
 @register_fusion("lmf")
@@ -16,6 +17,10 @@ class LowRankFusion(Fusion):
     Options: `rank` (r, >= 1), `width` (>= 1)."""
 
     family = "lmf"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "rank": IntRange(2, 8),
+        "width": IntRange(16, 128, log=True),
+    }
 
     def __init__(self, input_dims, output_dim, rank: int = 4, width: int = 64):
         super().__init__(input_dims, output_dim)

@@ -8,6 +8,7 @@ from torch import nn
 from mmlab.encoders.layers import CrossAttentionBlock
 from mmlab.fusion.base import Fusion, Projections, classifier_head, self_attention_layer
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import Choice, FloatRange, IntRange
 
 
 @register_fusion("perceiver")
@@ -20,6 +21,13 @@ class PerceiverFusion(Fusion):
     `mlp_ratio` (integer >= 1), `dropout` in [0, 1)."""
 
     family = "perceiver"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "width": Choice((16, 32, 64)),
+        "heads": Choice((1, 2, 4)),
+        "dropout": FloatRange(0.0, 0.2),
+        "depth": IntRange(1, 2),
+        "n_latents": IntRange(4, 16),
+    }
 
     def __init__(self, input_dims, output_dim, width: int = 32, n_latents: int = 8, depth: int = 1,
                  heads: int = 2, mlp_ratio: int = 2, dropout: float = 0.0):

@@ -19,13 +19,19 @@ from typing import Callable, Mapping, TypeVar
 
 from torch import nn
 
+from mmlab.fusion.search_space import Param, check_search_space
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_SPACES: dict[str, dict[str, Param]] = {}
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
-def register_fusion(name: str) -> Callable[[F], F]:
-    """Class/factory decorator: make a fusion buildable as `build_fusion(name, ...)`."""
+def register_fusion(name: str, search_space: Mapping[str, Param] | None = None) -> Callable[[F], F]:
+    """Class/factory decorator: make a fusion buildable as `build_fusion(name, ...)`.
+
+    `search_space` (default: the factory's `search_space` attribute, else none): the options a tuner may vary
+    (see `mmlab.fusion.search_space`); one the fusion does not take is a ValueError here, at registration."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"fusion name must be a non-empty string, got {name!r}")
 
@@ -35,6 +41,8 @@ def register_fusion(name: str) -> Callable[[F], F]:
                 f"a fusion named {name!r} is already registered ({_REGISTRY[name].__qualname__}); "
                 "pick another name or call unregister_fusion(name) first"
             )
+        space = search_space if search_space is not None else getattr(factory, "search_space", None) or {}
+        _SPACES[name] = check_search_space(name, space, _accepted_options(factory))
         _REGISTRY[name] = factory
         return factory
 
@@ -46,6 +54,7 @@ def unregister_fusion(name: str) -> None:
     if name not in _REGISTRY:
         raise KeyError(f"no fusion named {name!r}; available: {', '.join(available_fusions())}")
     del _REGISTRY[name]
+    _SPACES.pop(name, None)
 
 
 def available_fusions() -> list[str]:
@@ -58,8 +67,19 @@ def fusion_options(name: str) -> list[str] | None:
     or None when its factory takes `**options` or has no readable signature."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown fusion {name!r}; available: {', '.join(available_fusions())}")
+    return _accepted_options(_REGISTRY[name])
+
+
+def fusion_search_space(name: str) -> dict[str, Param]:
+    """The search space fusion `name` declared (option -> IntRange/FloatRange/Choice; {} if none)."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown fusion {name!r}; available: {', '.join(available_fusions())}")
+    return dict(_SPACES[name])
+
+
+def _accepted_options(factory: Callable[..., nn.Module]) -> list[str] | None:
     try:
-        params = list(inspect.signature(_REGISTRY[name]).parameters.values())
+        params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
         return None
     if any(p.kind is p.VAR_KEYWORD for p in params):

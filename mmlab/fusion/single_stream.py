@@ -6,6 +6,7 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, Projections, classifier_head, self_attention_layer
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import Choice, FloatRange, IntRange
 
 
 @register_fusion("single_stream")
@@ -16,6 +17,12 @@ class SingleStreamFusion(Fusion):
     `heads` (>= 1, dividing `width`), `mlp_ratio` (integer >= 1), `dropout` in [0, 1)."""
 
     family = "single_stream"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "width": Choice((16, 32, 64)),
+        "heads": Choice((1, 2, 4)),
+        "dropout": FloatRange(0.0, 0.2),
+        "depth": IntRange(1, 2),
+    }
 
     def __init__(self, input_dims, output_dim, width: int = 32, depth: int = 1, heads: int = 2,
                  mlp_ratio: int = 2, dropout: float = 0.0):

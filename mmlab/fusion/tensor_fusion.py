@@ -7,6 +7,7 @@ from torch import nn
 
 from mmlab.fusion.base import Fusion, masked_mean
 from mmlab.fusion.registry import register_fusion
+from mmlab.fusion.search_space import IntRange
 
 
 @register_fusion("tensor")
@@ -17,6 +18,10 @@ class TensorFusion(Fusion):
     (d + 1) ** M is a ValueError rather than an out-of-memory)."""
 
     family = "tensor"
+    search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
+        "tensor_dim": IntRange(4, 16),
+        "width": IntRange(16, 128, log=True),
+    }
 
     def __init__(self, input_dims, output_dim, tensor_dim: int = 8, width: int = 64, max_features: int = 100_000):
         super().__init__(input_dims, output_dim)
