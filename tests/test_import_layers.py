@@ -23,7 +23,7 @@ LAYERS = (
     ("", "validation", "runtime"),  # "" is the bare `mmlab` package
     ("kernels", "data", "preprocess", "encoders"),
     ("align", "fusion", "finetune", "train", "optim", "evaluate", "viz", "checkpoint"),
-    ("fusion_bench", "pretrain", "generate", "captioning", "grounding", "deploy", "search"),
+    ("fusion_bench", "pretrain", "generate", "captioning", "grounding", "deploy", "search", "diffusion"),
     ("doctor", "run_notebooks", "lab", "train_clip", "search_cli", "__main__"),
 )
 LEAVES = ("mmlab.validation", "mmlab.runtime")  # import nothing from mmlab at all

@@ -1,0 +1,76 @@
+"""Scoring images against the prompts they were made from: prompts are real Shapes-World captions of one split
+(val: the training templates; test: held-out templates and synonyms), so every prompt comes with the attributes
+it asks for, and the same scores computed on the real images of those captions give the ceiling.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mmlab import validation
+from mmlab.data.shapes_text import COLORS, SHAPES, SIZES
+from mmlab.data.shapes_world import ShapesWorld
+from mmlab.diffusion.metrics import attribute_accuracy, clip_score, mentioned
+from mmlab.diffusion.reader import AttributeReader, attribute_targets
+
+
+@dataclass
+class PromptSet:
+    """`prompts[i]` is a caption of real image `images[i]`; `targets` its attributes, `named` which ones the
+    prompt names, `canonical` the attributes as "a {size} {colour} {shape}" (the CLIP-score text, words the dual
+    encoder knows whatever the prompt's phrasing)."""
+
+    prompts: list[str]
+    images: Tensor
+    targets: dict[str, Tensor]
+    named: dict[str, Tensor]
+    canonical: list[str]
+
+    def shuffled(self, shift: int = 1) -> "PromptSet":
+        """The same images paired with other items' prompts (rolled by `shift`): the chance-level control."""
+        roll = lambda t: torch.roll(t, shift, 0)  # noqa: E731
+        prompts = self.prompts[-shift:] + self.prompts[:-shift]
+        canonical = self.canonical[-shift:] + self.canonical[:-shift]
+        return PromptSet(prompts, self.images, {a: roll(t) for a, t in self.targets.items()},
+                         {a: roll(t) for a, t in self.named.items()}, canonical)
+
+
+def prompt_set(split: str, size: int, caption: int | None = None) -> PromptSet:
+    """Items 0..size-1 of `split`, each with one caption (`caption`, or caption i mod 4 for item i)."""
+    validation.positive_int("size", size)
+    batch = ShapesWorld(split, size=size, with_audio=False).batch(range(size))
+    prompts = [caps[(i % len(caps)) if caption is None else caption] for i, caps in enumerate(batch["captions"])]
+    canonical = [f"a {SIZES[z]} {COLORS[c]} {SHAPES[s]}"
+                 for s, c, z in zip(batch["shape"].tolist(), batch["color"].tolist(), batch["size"].tolist())]
+    return PromptSet(prompts, batch["image"], attribute_targets(batch), mentioned(prompts), canonical)
+
+
+def score_images(images: Tensor, prompts: PromptSet, reader: AttributeReader, dual_encoder) -> dict[str, float]:
+    """Attribute accuracy per attribute (and "all") of `images` against the prompts, plus mean CLIP score."""
+    if len(images) != len(prompts.prompts):
+        raise ValueError(f"need one image per prompt: {len(images)} images, {len(prompts.prompts)} prompts")
+    scores = attribute_accuracy(reader.read(images), prompts.targets, prompts.named)
+    scores["clip_score"] = float(clip_score(dual_encoder, images, prompts.canonical).mean())
+    return scores
+
+
+GUIDANCE_MEASURED = (1.0, 3.0)
+
+
+def measure_run(generator, reader: AttributeReader, dual_encoder, size: int = 480, steps: int = 16,
+                seed: int = 0) -> dict[str, dict]:
+    """The numbers a saved run records: for val and test prompts (`size` each), the scores of generated images at
+    each of GUIDANCE_MEASURED ("g1", "g3"), of the prompts' real images ("real") and of the real images with
+    shuffled prompts ("shuffled")."""
+    out: dict[str, dict] = {}
+    for split in ("val", "test"):
+        prompts = prompt_set(split, size)
+        out[split] = {"real": score_images(prompts.images, prompts, reader, dual_encoder),
+                      "shuffled": score_images(prompts.images, prompts.shuffled(), reader, dual_encoder)}
+        for w in GUIDANCE_MEASURED:
+            images = generator.generate(prompts.prompts, guidance_scale=w, steps=steps, seed=seed)
+            out[split][f"g{w:g}"] = score_images(images, prompts, reader, dual_encoder)
+        out[split] = {k: {m: round(v, 4) for m, v in s.items()} for k, s in out[split].items()}
+    return out
