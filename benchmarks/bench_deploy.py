@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_shapes_world import cpu_name  # benchmarks/ is on sys.path when a script there runs
+
+from mmlab.runtime import cpu_name
 
 
 def load_average() -> list[float]:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mmlab.data import ShapesWorld
+from mmlab.runtime import cpu_name
 
 
 def measure(ds: ShapesWorld, batch_size: int, repeats: int, start: int) -> list[float]:
@@ -29,14 +30,6 @@ def measure(ds: ShapesWorld, batch_size: int, repeats: int, start: int) -> list[
         ds.batch(np.arange(lo, lo + batch_size))
         rates.append(batch_size / (time.perf_counter() - t0))
     return rates
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> None:
