@@ -22,8 +22,8 @@ class PerceiverFusion(Fusion):
 
     family = "perceiver"
     search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
-        "width": Choice((16, 32, 64)),
-        "heads": Choice((1, 2, 4)),
+        "width": Choice((16, 32)),
+        "heads": Choice((1, 2)),
         "dropout": FloatRange(0.0, 0.2),
         "depth": IntRange(1, 2),
         "n_latents": IntRange(4, 16),

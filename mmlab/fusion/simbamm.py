@@ -27,8 +27,8 @@ class SimBaMMFusion(Fusion):
 
     family = "simbamm"
     search_space = {  # tuned by mmlab.fusion_bench (mmlab.fusion.search_space)
-        "width": Choice((16, 32, 64)),
-        "heads": Choice((1, 2, 4)),
+        "width": Choice((16, 32)),
+        "heads": Choice((1, 2)),
         "dropout": FloatRange(0.0, 0.2),
         "depth": IntRange(1, 2),
         "fusion_depth": IntRange(1, 2),

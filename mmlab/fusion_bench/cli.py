@@ -22,7 +22,8 @@ from mmlab.fusion_bench.tasks import TASKS, load_task
 OPTIONS = {"trials": "--trials", "seeds": "--seeds", "dropout_seeds": "--dropout-seeds",
            "modality_dropout": "--modality-dropout", "max_steps": "--max-steps", "batch_size": "--batch-size",
            "width": "--width", "eval_every": "--eval-every", "patience": "--patience", "noise": "--noise",
-           "jobs": "--jobs", "startup_trials": "--startup-trials", "sampler_seed": "--sampler-seed"}
+           "jobs": "--jobs", "startup_trials": "--startup-trials", "sampler_seed": "--sampler-seed",
+           "first_seed": "--first-seed"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=int, default=d.patience, help="checks without improvement before stopping")
     parser.add_argument("--startup-trials", type=int, default=d.startup_trials)
     parser.add_argument("--sampler-seed", type=int, default=d.sampler_seed)
+    parser.add_argument("--first-seed", type=int, default=d.first_seed, help="seeds run from here")
     parser.add_argument("--noise", type=float, default=d.noise, help="test-time noise std (standardised features)")
     parser.add_argument("--jobs", type=int, default=1, help="processes (one torch thread each)")
     parser.add_argument("--out", type=Path, default=Path("fusion_bench"), help="output folder")

@@ -2,13 +2,13 @@
 configuration on test at several seeds, with and without modality-dropout training.
 
 Per (task, method), in order:
-1. `tune`: `trials` trials of the seeded TPE sampler over the method's search space, each trained at seed 0
-   and early-stopped on validation; the best validation accuracy selects the configuration.
+1. `tune`: `trials` trials of the seeded TPE sampler over the method's search space, each trained at seed
+   `first_seed` and early-stopped on validation; the best validation accuracy selects the configuration.
 2. The selected configuration is trained at every seed in `seeds` (early-stopped on validation as in tuning)
    and read on test once per seed: clean accuracy, accuracy with each modality zeroed and noised, plus its
    validation learning curve. Multimodal methods are also trained with modality dropout `modality_dropout`
    at the first `dropout_seeds` seeds (robustness columns).
-3. Parameters, FLOPs per sample and CPU latency of the seed-0 model.
+3. Parameters, FLOPs per sample and CPU latency of the first seed's model.
 
 Every finished trial and seed is stored (`ResultStore`), so a rerun continues. `jobs` > 1 runs (task, method)
 studies in that many processes (one torch thread each).
@@ -39,7 +39,8 @@ class ProtocolConfig:
     """The protocol's settings (`python -m mmlab fusion-bench` defaults)."""
 
     trials: int = 6
-    seeds: int = 5
+    seeds: int = 5  # seeds first_seed, first_seed + 1, ...; trials train at first_seed
+    first_seed: int = 0
     dropout_seeds: int = 3
     modality_dropout: float = 0.5
     max_steps: int = 300
@@ -63,8 +64,8 @@ class ProtocolConfig:
         return {k: v for k, v in asdict(self).items() if k not in ("jobs", "progress", "latency_repeats")}
 
     def tuning(self) -> TuningSettings:
-        return TuningSettings(self.trials, min(self.startup_trials, self.trials), self.sampler_seed, 0,
-                              self.max_steps)
+        return TuningSettings(self.trials, min(self.startup_trials, self.trials), self.sampler_seed,
+                              self.first_seed, self.max_steps)
 
     def run(self) -> RunSettings:
         return RunSettings(self.batch_size, self.width, self.eval_every, self.patience)
@@ -79,7 +80,7 @@ def check_config(values: dict[str, Any], names: dict[str, str] | None = None) ->
     for key in ("trials", "seeds", "max_steps", "batch_size", "width", "eval_every", "patience", "latency_batch",
                 "latency_repeats", "jobs"):
         validation.positive_int(name(key), values[key])
-    for key in ("dropout_seeds", "startup_trials", "sampler_seed"):
+    for key in ("dropout_seeds", "startup_trials", "sampler_seed", "first_seed"):
         validation.non_negative_int(name(key), values[key])
     if values["dropout_seeds"] > values["seeds"]:
         raise ValueError(f"{name('dropout_seeds')}={values['dropout_seeds']} must not exceed "
@@ -124,16 +125,16 @@ def run_study(task: Task, method: Method, config: ProtocolConfig, out: str | Pat
         arms.append((config.modality_dropout, config.dropout_seeds))
     seeds, cost = [], None
     for p, n in arms:
-        for seed in range(n):
+        for seed in range(config.first_seed, config.first_seed + n):
             unit = f"seed_{seed}_md{p:g}"
             record = store.get(task.name, method.label, unit) if store is not None else None
             if record is None:
                 record, model = evaluate_seed(task, method, params, seed, config, p)
-                if seed == 0 and p == 0.0:  # architecture cost: the same for every seed
+                if seed == config.first_seed and p == 0.0:  # architecture cost: the same for every seed
                     record["cost"] = measure_cost(model, task, config)
                 if store is not None:
                     store.put(task.name, method.label, unit, record)
-            if seed == 0 and p == 0.0:
+            if seed == config.first_seed and p == 0.0:
                 cost = record["cost"]
             seeds.append(record)
             if on_unit is not None:
@@ -147,6 +148,11 @@ def units(method: Method, config: ProtocolConfig) -> int:
     """How many stored units (trials and seeds) one study has."""
     dropout = 0 if method.unimodal or config.modality_dropout == 0 else config.dropout_seeds
     return config.trials + config.seeds + dropout
+
+
+def _cost_estimate(task: Task, method: Method, config: ProtocolConfig) -> float:
+    """Forward FLOPs of the method's default model on a few validation examples: a proxy for its training cost."""
+    return count_flops(method.build(task, config.width), task.val, batch=4)
 
 
 def _worker_init() -> None:
@@ -186,8 +192,10 @@ def run_protocol(tasks: Sequence[Task], methods: dict[str, Sequence[Method]], co
                 records.append(run_study(task, method, config, out, on_unit=lambda: bar.update(1)))
         else:
             with ProcessPoolExecutor(config.jobs, initializer=_worker_init) as pool:
+                # the costliest studies first, so that no long one starts last while the other process idles
+                ranked = sorted(studies, key=lambda s: -_cost_estimate(*s, config))
                 futures = {pool.submit(_study_in_worker, task, m, config, None if out is None else str(out)):
-                           units(m, config) for task, m in studies}
+                           units(m, config) for task, m in ranked}
                 for future in as_completed(futures):
                     records.append(future.result())
                     bar.update(futures[future])

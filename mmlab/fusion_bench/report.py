@@ -180,6 +180,12 @@ class BenchResult:
         return paths
 
 
+def load_result(path: str | Path) -> BenchResult:
+    """A `BenchResult` read back from the JSON file `BenchResult.save` wrote (e.g. the recorded full run)."""
+    data = json.loads(Path(path).read_text())
+    return BenchResult(data["records"], data["meta"])
+
+
 def _ci(low: float, high: float) -> str:
     return "—" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
 
