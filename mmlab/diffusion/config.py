@@ -14,7 +14,7 @@ class DiTConfig:
     image_size: int = 32
     channels: int = 3
     patch_size: int = 4
-    dim: int = 128
+    dim: int = 96
     depth: int = 4
     heads: int = 4
     mlp_ratio: int = 4

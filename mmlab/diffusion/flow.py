@@ -54,10 +54,13 @@ def check_sampling(steps: int, guidance_scale: float) -> None:
 
 
 def guided_velocity(velocity_fn: VelocityFn, x: Tensor, t: Tensor, captions: Tensor, guidance_scale: float) -> Tensor:
-    """v_none + w (v_caption - v_none), both halves in one batched call (w = 1 needs only the conditional one)."""
+    """v_none + w (v_caption - v_none), both halves in one batched call (w = 1 needs only the conditional one,
+    w = 0 only the unconditional one)."""
     b = x.shape[0]
     if guidance_scale == 1.0:
         return velocity_fn(x, t, captions, None)
+    if guidance_scale == 0.0:
+        return velocity_fn(x, t, captions, torch.ones(b, dtype=torch.bool, device=x.device))
     drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(x.device)
     v = velocity_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([captions, captions]), drop)
     v_caption, v_none = v[:b], v[b:]

@@ -32,7 +32,7 @@ class TextToImageRecipe:
     """Model size, the flow-matching run (AdamW, linear warm-up then cosine, an EMA of the weights) and the judges'
     runs. `drop_prob`: share of captions replaced by the null caption during training (classifier-free guidance)."""
 
-    dit: DiTConfig = field(default_factory=lambda: DiTConfig(dim=96, depth=4))
+    dit: DiTConfig = field(default_factory=DiTConfig)
     steps: int = 6000
     batch_size: int = 64
     lr: float = 1e-3
