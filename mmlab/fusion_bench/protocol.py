@@ -38,17 +38,17 @@ from mmlab.fusion_bench.tuning import TuningSettings, tune
 class ProtocolConfig:
     """The protocol's settings (`python -m mmlab fusion-bench` defaults)."""
 
-    trials: int = 6
+    trials: int = 4
     seeds: int = 5  # seeds first_seed, first_seed + 1, ...; trials train at first_seed
     first_seed: int = 0
-    dropout_seeds: int = 3
+    dropout_seeds: int = 2
     modality_dropout: float = 0.5
-    max_steps: int = 300
+    max_steps: int = 200
     batch_size: int = 64
     width: int = 32
-    eval_every: int = 25
-    patience: int = 4
-    startup_trials: int = 3
+    eval_every: int = 20
+    patience: int = 3
+    startup_trials: int = 2
     sampler_seed: int = 0
     noise: float = 1.0
     latency_batch: int = 64

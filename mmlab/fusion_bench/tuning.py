@@ -23,11 +23,11 @@ from mmlab.fusion_bench.training import RunSettings, train_run
 
 @dataclass(frozen=True)
 class TuningSettings:
-    trials: int = 6
-    startup_trials: int = 3  # random trials before TPE models the results
+    trials: int = 4
+    startup_trials: int = 2  # random trials before TPE models the results
     sampler_seed: int = 0
     tune_seed: int = 0  # the training seed of every trial
-    max_steps: int = 300
+    max_steps: int = 200
 
 
 def distributions(space: dict[str, Param]) -> dict[str, Any]:
