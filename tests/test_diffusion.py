@@ -26,6 +26,7 @@ from mmlab.diffusion import (
     prompt_set,
     regions,
     save_run,
+    score_images,
     train_text_to_image,
 )
 from mmlab.diffusion.weights import FILES, MANIFEST
@@ -224,3 +225,18 @@ def test_bad_sampling_input_is_a_clear_error(tiny_run):
         TextToImage("not a model")
     with pytest.raises(ValueError, match="image_size must be 32"):
         TextToImageRecipe(dit=DiTConfig(image_size=16))
+
+
+def test_the_committed_run_loads_and_its_judges_reproduce_the_recorded_real_image_scores():
+    from mmlab.data.assets import sha256_file
+    from mmlab.diffusion.weights import COMMITTED_MANIFEST_SHA256, committed_run
+
+    assert sha256_file(committed_run() / MANIFEST) == COMMITTED_MANIFEST_SHA256
+    run = load_run()
+    recorded = run.history["manifest"]["metrics"]
+    for split in ("val", "test"):
+        prompts = prompt_set(split, 480)
+        for name, pairs in (("real", prompts), ("shuffled", prompts.shuffled())):
+            scores = score_images(pairs.images, pairs, run.reader, run.dual_encoder)
+            for key, want in recorded[split][name].items():
+                assert scores[key] == pytest.approx(want, abs=0.01), (split, name, key)

@@ -103,6 +103,10 @@ def test_wheel_ships_the_checksummed_assets(wheel):
             member = f"{data}/data/share/mmlab/data/av_digits/{name}"
             assert member in names, f"{member} missing from {wheel.name}"
             assert hashlib.sha256(z.read(member)).hexdigest() == sha
+        for name in ("MANIFEST.json", "generator.safetensors", "attribute_reader.safetensors",
+                     "dual_encoder.safetensors"):  # lesson 15's committed run
+            member = f"{data}/data/share/mmlab/data/text_to_image/{name}"
+            assert z.read(member) == (ROOT / "data" / "text_to_image" / name).read_bytes(), member
         assert "mmlab/data/assets.py" in names and "mmlab/lab.py" in names
         assert not any(n.startswith(("tests/", "notebooks/", "benchmarks/")) for n in names)
 

@@ -27,6 +27,9 @@ MANIFEST = "MANIFEST.json"
 FILES = {"generator": "generator.safetensors", "reader": "attribute_reader.safetensors",
          "dual_encoder": "dual_encoder.safetensors"}
 COMMITTED = "text_to_image"  # the trained run committed under data/
+# The committed manifest's own digest, pinned here so that a replaced manifest cannot vouch for replaced weights
+# (data/train_text_to_image.py prints it after a run).
+COMMITTED_MANIFEST_SHA256 = "052f9c0cb2942b1e6641db3d616369318b036c1a24f087bb63e6317cb9b7202a"
 
 
 def committed_run() -> Path:
@@ -63,8 +66,13 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
 
 def load_run(folder: str | os.PathLike | None = None, embedder: CaptionEmbedder | None = None) -> TrainedTextToImage:
     """Load a saved run (default: the committed one), after checking every file's SHA-256 against the manifest."""
-    folder = committed_run() if folder is None else validation.as_path("folder", folder)
+    committed = folder is None
+    folder = committed_run() if committed else validation.as_path("folder", folder)
     manifest = read_manifest(folder)
+    if committed and sha256_file(folder / MANIFEST) != COMMITTED_MANIFEST_SHA256:
+        raise CheckpointError(f"{folder / MANIFEST} is not the committed manifest (SHA-256 "
+                              f"{sha256_file(folder / MANIFEST)}, mmlab pins {COMMITTED_MANIFEST_SHA256}); restore "
+                              "data/text_to_image from the repository, or pass the folder of your own run")
     for name, file in FILES.items():
         path, expected = folder / file, manifest.get("sha256", {}).get(name)
         if not path.is_file():
