@@ -32,6 +32,7 @@ from mmlab.fusion_bench.store import ResultStore
 from mmlab.fusion_bench.tasks import Task
 from mmlab.fusion_bench.training import RunSettings, train_run
 from mmlab.fusion_bench.tuning import TuningSettings, tune
+from mmlab.runtime import cpu_name
 
 
 @dataclass
@@ -217,15 +218,7 @@ def task_meta(task: Task) -> dict[str, Any]:
 
 
 def machine() -> str:
-    name = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} ({platform.system()} {platform.machine()}, {os.cpu_count()} cores)"
+    return f"{cpu_name()} ({platform.system()} {platform.machine()}, {os.cpu_count()} cores)"
 
 
 def versions() -> str:
