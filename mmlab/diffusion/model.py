@@ -5,7 +5,7 @@ Pixels in [0, 1] are mapped to [-1, 1] for the flow (the noise's scale) and back
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmlab import validation
 from mmlab.diffusion.dit import DiT
@@ -43,6 +43,3 @@ class TextToImage:
                             guidance_scale, generator) for i in range(0, len(prompts), batch_size)]
         return to_pixels(torch.cat(out))
 
-
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
