@@ -114,7 +114,6 @@ def train_generator(recipe: TextToImageRecipe, data: dict[str, Any], embedder: C
             row = {"step": step, "seconds": round(time.perf_counter() - start, 1)}
             row.update(evaluate(ema.module))
             evals.append(row)
-            ema.module.train()
 
     config = TrainConfig(steps=recipe.steps, lr=recipe.lr, seed=recipe.seed, progress=progress, schedule="cosine",
                          warmup_steps=recipe.warmup_steps)
