@@ -16,7 +16,7 @@ from mmlab.captioning import (
     teacher_forcing_loss,
 )
 from mmlab.captioning.readback import caption_accuracy, read_objects, stated_relation
-from mmlab.captioning.tagging import patch_labels
+from mmlab.captioning.tagging import patch_boxes, patch_labels
 from mmlab.captioning.vocabulary import caption_words
 from mmlab.encoders import CrossAttentionBlock, MultiHeadSelfAttention, VisionTransformer, ViTConfig
 from mmlab.generate import beam_search, greedy, sample
@@ -276,6 +276,16 @@ def test_patch_labels_by_hand():
     assert patch_labels(boxes, torch.tensor([[True, False]]), values, 4, 16, 8).tolist() == [[3, 4, 4, 4]]
     with pytest.raises(ValueError, match="not divisible"):
         patch_labels(boxes, mask, values, 4, 16, 5)
+
+
+def test_patch_boxes_by_hand():
+    boxes = torch.tensor([[[1.0, 1.0, 7.0, 7.0], [9.0, 0.0, 16.0, 3.0]]])  # as in test_patch_labels_by_hand
+    targets, on_object = patch_boxes(boxes, torch.tensor([[True, True]]), 16, 8)
+    assert on_object.tolist() == [[True, True, False, False]]
+    first, second = [0.25, 0.25, 0.375, 0.375], [12.5 / 16, 1.5 / 16, 7 / 16, 3 / 16]  # (cx, cy, w, h) / 16
+    torch.testing.assert_close(targets, torch.tensor([[first, second, [0.0] * 4, [0.0] * 4]]))
+    with pytest.raises(ValueError, match=r"boxes must be \(B, K, 4\)"):
+        patch_boxes(boxes[0], torch.tensor([[True, True]]), 16, 8)
 
 
 def test_precomputed_tokens():

@@ -3,8 +3,8 @@
 The lessons fix their seed (first cell: `seed_everything(0)`), so calibrating a threshold means re-running the
 same code with the seed changed. This script reads the notebook, applies the textual substitutions given with
 `--sub OLD=>NEW` (the seed sites of that lesson; `{seed}` in NEW is replaced by the seed), skips cells marked
-`# NBVAL_SKIP` and widget cells, drops every `assert` (the thresholds are what is calibrated), runs the rest in one
-namespace with matplotlib's Agg backend, and evaluates each
+`# NBVAL_SKIP` and widget cells (and cells containing a `--skip` text), drops every `assert` (the thresholds are
+what is calibrated), runs the rest in one namespace with matplotlib's Agg backend, and evaluates each
 `--value NAME=EXPR` in that namespace afterwards. A substitution that matches nothing is an error, so a renamed
 variable in the lesson cannot silently turn the calibration into re-runs of seed 0.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 def _child(args: argparse.Namespace, seed: int, threads: int) -> dict:
     """One run in a fresh interpreter (torch's thread count is fixed per process once set)."""
     payload = json.dumps({"notebook": str(args.notebook), "seed": seed, "threads": threads, "subs": args.sub,
-                          "values": args.value})
+                          "values": args.value, "skip": getattr(args, "skip", [])})
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MPLBACKEND="Agg")
     out = subprocess.run([sys.executable, __file__, "--child", payload], capture_output=True, text=True, env=env,
                          cwd=Path(args.notebook).parent)
@@ -56,7 +56,8 @@ def _run_child(payload: str) -> None:
     seed, threads = spec["seed"], spec["threads"]
     sources = []
     for cell in nbformat.read(spec["notebook"], 4).cells:
-        if cell.cell_type != "code" or "NBVAL_SKIP" in cell.source or "widgets.interact" in cell.source:
+        if (cell.cell_type != "code" or "NBVAL_SKIP" in cell.source or "widgets.interact" in cell.source
+                or any(text in cell.source for text in spec["skip"])):
             continue
         sources.append(cell.source)
     code = "\n\n".join(sources)
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sub", action="append", default=[], help="OLD=>NEW, {seed} in NEW is the seed")
     parser.add_argument("--value", action="append", default=[], help="NAME=EXPR evaluated after the run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (each in its own process)")
+    parser.add_argument("--skip", action="append", default=[], help="skip the code cells containing this text")
     args = parser.parse_args(argv)
     args.notebook = args.notebook.resolve()
     from concurrent.futures import ThreadPoolExecutor

@@ -27,3 +27,21 @@ def patch_labels(boxes: Tensor, object_mask: Tensor, values: Tensor, num_values:
     area = (oy[..., :, None] * ox[..., None, :]).flatten(2) * object_mask[..., None]  # (B, K, G*G)
     best, who = area.max(dim=1)  # (B, G*G)
     return torch.where(best < min_overlap, num_values, values.gather(1, who))
+
+
+def patch_boxes(boxes: Tensor, object_mask: Tensor, image_size: int, patch_size: int,
+                min_overlap: float = 4.0) -> tuple[Tensor, Tensor]:
+    """Dense box targets, for pretraining a tower whose patch tokens must know where objects are (a grounding
+    head regresses boxes from them): per patch, the box of the object that `patch_labels` assigns to it.
+
+    Returns (targets (B, G*G, 4): that object's box as (cx, cy, w, h) divided by `image_size`, zeros on background
+    patches; on_object (B, G*G) bool)."""
+    if boxes.dim() != 3 or boxes.shape[-1] != 4 or object_mask.shape != boxes.shape[:2]:
+        raise ValueError(f"boxes must be (B, K, 4) and object_mask (B, K), got {tuple(boxes.shape)} and "
+                         f"{tuple(object_mask.shape)}")
+    b, k = object_mask.shape
+    who = patch_labels(boxes, object_mask, torch.arange(k).expand(b, k), k, image_size, patch_size, min_overlap)
+    x0, y0, x1, y1 = (boxes.to(torch.float32) / image_size).unbind(-1)  # (B, K) each
+    cxcywh = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)  # (B, K, 4)
+    padded = torch.cat([cxcywh, torch.zeros(b, 1, 4)], 1)  # index k: background
+    return padded.gather(1, who[..., None].expand(-1, -1, 4)), who < k
