@@ -27,9 +27,12 @@ SEED_SITES = ["seed_everything(0)=>seed_everything({seed})", "SEED = 0=>SEED = {
 ARMS = {"tagging + boxes": [], "tagging only": ["pretrain_tower(box_weight=5.0)=>pretrain_tower(box_weight=0.0)"]}
 VALUES = {
     "val Acc@0.5": "ok.float().mean()",
+    "val mean IoU": "iou_target.mean()",
     "val right object": "right_object.float().mean()",
-    "val relation Acc@0.5": "ok[torch.tensor([t == 'relation' for t in types])].float().mean()",
-    "val shape-only right object": "right_object[torch.tensor(groups['shape'])].float().mean()",
+    "val boxes touching nothing": "(~touches).float().mean()",
+    "val relation right object": "right_object[is_relation].float().mean()",
+    "val attribute right object (2-4 objects)": "right_object[multi & ~is_relation].float().mean()",
+    "val relation Acc@0.5": "ok[is_relation].float().mean()",
     "test Acc@0.5": "ok_test.float().mean()",
     "tag colour": "tag_acc['colors']",
     "tag shape": "tag_acc['shapes']",
