@@ -3,8 +3,8 @@
     python data/train_text_to_image.py --out data/text_to_image --eval-every 1000 --threads 1   # the committed run
     python data/train_text_to_image.py --out /tmp/t2i --eval-every 1000 --threads 1 --check data/text_to_image
 
-The committed run took 51 min on this project's 2-core AMD EPYC virtual machine with 1 torch thread (the other core
-busy with another job); MANIFEST.json records the exact command, time, machine and versions.
+The committed run took 28 min on this project's 2-core AMD EPYC virtual machine with 1 torch thread (the other core
+running lesson calibrations); MANIFEST.json records the exact command, time, machine and versions.
 
 What it does, deterministically (every random draw comes from generators seeded by --seed):
 1. trains the attribute reader and the CLIP-score dual encoder on real Shapes-World "train" images;
@@ -37,7 +37,10 @@ from mmlab.diffusion.recipe import TextToImageRecipe, train_text_to_image
 from mmlab.diffusion.weights import MANIFEST, read_manifest, save_run
 from mmlab.runtime import cpu_name
 
-TOLERANCE = 0.03  # largest accepted |difference| of a recorded metric between two runs of this script
+# Largest accepted |difference| of a recorded metric between two runs of this script. Runs on one machine and thread
+# count are bit-identical; two AMD EPYC hosts (one with AVX-512 VNNI) differed by up to 0.0355 (val g3 shape), so the
+# bound is that / 0.8 (benchmarks/results/text_to_image_cpu.md, "Reproduction across machines").
+TOLERANCE = 0.045
 
 
 def compare(metrics: dict, recorded: dict, tolerance: float, prefix: str = "") -> list[str]:

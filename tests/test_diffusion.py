@@ -3,11 +3,13 @@ metrics, bad input, and saved runs (round trip, tampered files)."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from mmlab.checkpoint import CheckpointError
-from mmlab.data.shapes_text import WHERE
+from mmlab.data.shapes_render import NOISE_OFFSETS, backgrounds
+from mmlab.data.shapes_text import WHERE, canonical_caption
 from mmlab.data.shapes_world import ShapesWorld
 from mmlab.diffusion import (
     DiT,
@@ -27,6 +29,7 @@ from mmlab.diffusion import (
     regions,
     save_run,
     score_images,
+    shows_object,
     train_text_to_image,
 )
 from mmlab.diffusion.weights import FILES, MANIFEST
@@ -158,6 +161,45 @@ def test_shuffled_prompts_pair_images_with_other_items_attributes():
     assert shuffled.prompts[1] == prompts.prompts[0] and shuffled.canonical[1] == prompts.canonical[0]
     assert torch.equal(shuffled.targets["shape"][1:], prompts.targets["shape"][:-1])
     assert torch.equal(shuffled.images, prompts.images)
+
+
+def test_clip_texts_name_exactly_what_the_prompt_names_in_training_words():
+    prompts = prompt_set("test", 60)
+    for prompt, text, size, region in zip(prompts.prompts, prompts.canonical, prompts.named["size"],
+                                          prompts.named["region"]):
+        named = mentioned([text])
+        assert (bool(named["size"][0]), bool(named["region"][0])) == (bool(size), bool(region)), (prompt, text)
+    assert prompts.named["size"].any() and prompts.named["region"].any()  # both kinds were checked
+    assert canonical_caption(0, 1, None) == "an orange circle"
+    assert canonical_caption(1, 0, None, region=2) == "a red square in the top right corner"
+    with pytest.raises(ValueError, match="both a size and a region"):
+        canonical_caption(0, 0, 1, region=4)
+    with pytest.raises(ValueError, match="region must be in"):
+        canonical_caption(0, 0, None, region=9)
+
+
+def test_shows_object_on_every_real_image_and_on_no_background():
+    real = ShapesWorld("val", size=3000, with_audio=False).batch(range(3000))["image"]
+    assert shows_object(real).all()
+    rng = np.random.default_rng(0)
+    level = 0.12 + 0.16 * rng.uniform(size=(3000, 1)) + 0.04 * (rng.uniform(size=(3000, 3)) - 0.5)
+    assert not shows_object(backgrounds(level, rng.integers(0, NOISE_OFFSETS, 3000), 32)).any()
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        shows_object(real[0])
+
+
+def test_a_blank_image_is_wrong_on_every_attribute():
+    class Reader:  # reads every image as the prompt's own attributes
+        def read(self, images):
+            return {a: t.clone() for a, t in prompts.targets.items()}
+
+    prompts = prompt_set("val", 4)
+    images = prompts.images.clone()
+    images[1] = images[1].median()  # one blank image
+    dual = _Dual(torch.ones(4, 2), torch.ones(4, 2))
+    scores = score_images(images, prompts, Reader(), dual)
+    assert scores["object"] == 0.75 and scores["color"] == 0.75 and scores["all"] == 0.75
+    assert score_images(prompts.images, prompts, Reader(), dual)["all"] == 1.0
 
 
 @pytest.fixture(scope="module")

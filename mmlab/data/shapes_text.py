@@ -62,11 +62,21 @@ QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "size", "is_size", "is_colo
 _ARTICLE = re.compile(r"\ba (?=[aeiou])")
 
 
-def canonical_caption(shape: int, color: int, size: int) -> str:
-    """The plain caption "a {size} {color} {shape}" for indices into SIZES, COLORS and SHAPES (zero-shot prompts)."""
-    for name, value, words in (("shape", shape, SHAPES), ("color", color, COLORS), ("size", size, SIZES)):
+def canonical_caption(shape: int, color: int, size: int | None, region: int | None = None) -> str:
+    """A caption in training-template words for indices into SHAPES, COLORS and SIZES: "a {size} {color} {shape}"
+    (zero-shot prompts); without a size "a {color} {shape}"; with `region` (3 * row + column of the 3 x 3 grid,
+    size None) "a {color} {shape} {where}". Each is one of TRAIN_TEMPLATES."""
+    for name, value, words in (("shape", shape, SHAPES), ("color", color, COLORS)):
         int_in_range(name, value, 0, len(words) - 1)
-    return f"a {SIZES[size]} {COLORS[color]} {SHAPES[shape]}"
+    if size is not None and region is not None:
+        raise ValueError("no training template names both a size and a region: give one of them, or neither")
+    if size is not None:
+        int_in_range("size", size, 0, len(SIZES) - 1)
+        return _fill(TRAIN_TEMPLATES[0], SHAPES[shape], COLORS[color], SIZES[size], "")
+    if region is not None:
+        int_in_range("region", region, 0, 8)
+        return _fill(TRAIN_TEMPLATES[3], SHAPES[shape], COLORS[color], "", WHERE[region // 3][region % 3])
+    return _fill(TRAIN_TEMPLATES[1], SHAPES[shape], COLORS[color], "", "")
 
 
 def make_captions(

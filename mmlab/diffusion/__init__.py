@@ -4,7 +4,7 @@ from mmlab.diffusion.config import DiTConfig
 from mmlab.diffusion.dit import DiT
 from mmlab.diffusion.evaluation import PromptSet, measure_run, prompt_set, score_images
 from mmlab.diffusion.flow import euler_sample, flow_matching_loss, guided_velocity, noisy_images
-from mmlab.diffusion.metrics import attribute_accuracy, clip_score, diversity, mentioned
+from mmlab.diffusion.metrics import attribute_accuracy, clip_score, diversity, mentioned, shows_object
 from mmlab.diffusion.model import TextToImage
 from mmlab.diffusion.reader import ATTRIBUTES, AttributeReader, attribute_targets, regions
 from mmlab.diffusion.recipe import TextToImageRecipe, TrainedTextToImage, train_text_to_image
@@ -15,4 +15,4 @@ __all__ = ["ATTRIBUTES", "AttributeReader", "CaptionEmbedder", "DiT", "DiTConfig
            "TextToImageRecipe", "TrainedTextToImage", "attribute_accuracy", "attribute_targets", "clip_score",
            "committed_run", "diversity", "euler_sample", "flow_matching_loss", "guided_velocity", "load_run",
            "measure_run", "mentioned", "noisy_images", "prompt_set", "regions", "save_run", "score_images",
-           "train_text_to_image"]
+           "shows_object", "train_text_to_image"]

@@ -10,17 +10,18 @@ import torch
 from torch import Tensor
 
 from mmlab import validation
-from mmlab.data.shapes_text import COLORS, SHAPES, SIZES
+from mmlab.data.shapes_text import canonical_caption
 from mmlab.data.shapes_world import ShapesWorld
-from mmlab.diffusion.metrics import attribute_accuracy, clip_score, mentioned
+from mmlab.diffusion.metrics import attribute_accuracy, clip_score, mentioned, shows_object
 from mmlab.diffusion.reader import AttributeReader, attribute_targets
 
 
 @dataclass
 class PromptSet:
     """`prompts[i]` is a caption of real image `images[i]`; `targets` its attributes, `named` which ones the
-    prompt names, `canonical` the attributes as "a {size} {colour} {shape}" (the CLIP-score text, words the dual
-    encoder knows whatever the prompt's phrasing)."""
+    prompt names, `canonical` the named attributes in training-template words ("a {size} {colour} {shape}",
+    "a {colour} {shape} {where}" or "a {colour} {shape}"): the CLIP-score text, which asks for what the prompt asks
+    for, in words the dual encoder knows whatever the prompt's phrasing."""
 
     prompts: list[str]
     images: Tensor
@@ -42,16 +43,22 @@ def prompt_set(split: str, size: int, caption: int | None = None) -> PromptSet:
     validation.positive_int("size", size)
     batch = ShapesWorld(split, size=size, with_audio=False).batch(range(size))
     prompts = [caps[(i % len(caps)) if caption is None else caption] for i, caps in enumerate(batch["captions"])]
-    canonical = [f"a {SIZES[z]} {COLORS[c]} {SHAPES[s]}"
-                 for s, c, z in zip(batch["shape"].tolist(), batch["color"].tolist(), batch["size"].tolist())]
-    return PromptSet(prompts, batch["image"], attribute_targets(batch), mentioned(prompts), canonical)
+    targets, named = attribute_targets(batch), mentioned(prompts)
+    canonical = [canonical_caption(int(targets["shape"][i]), int(targets["color"][i]),
+                                   int(targets["size"][i]) if named["size"][i] else None,
+                                   int(targets["region"][i]) if named["region"][i] else None) for i in range(size)]
+    return PromptSet(prompts, batch["image"], targets, named, canonical)
 
 
 def score_images(images: Tensor, prompts: PromptSet, reader: AttributeReader, dual_encoder) -> dict[str, float]:
-    """Attribute accuracy per attribute (and "all") of `images` against the prompts, plus mean CLIP score."""
+    """Attribute accuracy per attribute (and "all") of `images` against the prompts, with an image that shows no
+    object (`shows_object`) wrong on every attribute; "object": the fraction that show one; mean CLIP score."""
     if len(images) != len(prompts.prompts):
         raise ValueError(f"need one image per prompt: {len(images)} images, {len(prompts.prompts)} prompts")
-    scores = attribute_accuracy(reader.read(images), prompts.targets, prompts.named)
+    present = shows_object(images)
+    read = {a: torch.where(present, p, -1) for a, p in reader.read(images).items()}  # -1: no class at all
+    scores = attribute_accuracy(read, prompts.targets, prompts.named)
+    scores["object"] = float(present.float().mean())
     scores["clip_score"] = float(clip_score(dual_encoder, images, prompts.canonical).mean())
     return scores
 
