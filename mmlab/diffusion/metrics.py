@@ -37,7 +37,7 @@ def mentioned(captions: list[str]) -> dict[str, Tensor]:
     return {"shape": torch.ones(len(captions), dtype=torch.bool),
             "color": torch.ones(len(captions), dtype=torch.bool),
             "size": torch.tensor([bool(w & _SIZE_WORDS) for w in words]),
-            "region": torch.tensor([any(p in c for p in _WHERE_PHRASES) for c in captions])}
+            "region": torch.tensor([any(p in c.lower() for p in _WHERE_PHRASES) for c in captions])}
 
 
 def attribute_accuracy(predicted: dict[str, Tensor], targets: dict[str, Tensor],
