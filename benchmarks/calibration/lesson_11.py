@@ -28,7 +28,7 @@ from mmlab.runtime import seed_everything
 from mmlab.train import TrainConfig, fit
 
 N_TRAIN, N_VAL, IMAGE, PATCH, MAX_OBJECTS = 2000, 200, 32, 8, 2
-TOWER_STEPS, CAPTION_STEPS, VQA_STEPS = 200, 200, 200
+TOWER_STEPS, CAPTION_STEPS, VQA_STEPS = 400, 200, 200
 ATTRS = (("shapes", 4), ("colors", 6), ("sizes", 2))
 
 
@@ -51,7 +51,8 @@ def run(seed: int) -> dict[str, float]:
         patches = m["vit"](train["image"][idx])[:, 1:]  # (B, G*G, D)
         return sum(F.cross_entropy(m[k](patches).flatten(0, 1), labels[k][idx].flatten()) for k, _ in ATTRS)
 
-    fit(tower, tower_loss, lambda step: step, TrainConfig(steps=TOWER_STEPS, lr=3e-3, seed=seed, progress=False))
+    fit(tower, tower_loss, lambda step: step,
+        TrainConfig(steps=TOWER_STEPS, lr=3e-3, schedule="cosine", warmup_steps=20, seed=seed, progress=False))
     vit.eval()
     with torch.no_grad():
         train_tokens, val_tokens = vit(train["image"]), vit(val["image"])  # (N, 17, 64)
@@ -114,6 +115,21 @@ def run(seed: int) -> dict[str, float]:
         logits = reader["head"](reader["backbone"].eval().pooled_prefix(val_tokens, q_val["input_ids"],
                                                                          q_val["attention_mask"]))
     out["VQA classifier"] = float((logits.argmax(-1) == val["answer_id"]).float().mean())
+    seed_everything(seed)  # the same classifier trained and scored with the image tokens zeroed: the question alone
+    blind = nn.ModuleDict({"backbone": UnifiedDecoder(vqa_config, PrecomputedTokens(64)),
+                           "head": nn.Linear(64, len(SCENE_ANSWERS))})
+
+    def blind_batch(step):
+        tokens, *rest = vqa_batch(step)
+        return (torch.zeros_like(tokens), *rest)
+
+    fit(blind, lambda m, b: F.cross_entropy(m["head"](m["backbone"].pooled_prefix(b[0], b[3], b[4])), b[5]),
+        blind_batch, vqa_train)
+    with torch.no_grad():
+        logits = blind["head"](blind["backbone"].eval().pooled_prefix(torch.zeros_like(val_tokens),
+                                                                      q_val["input_ids"], q_val["attention_mask"]))
+    out["VQA question only"] = float((logits.argmax(-1) == val["answer_id"]).float().mean())
+    out["VQA classifier - question only"] = out["VQA classifier"] - out["VQA question only"]
     out["seconds"] = time.time() - t0
     return out
 
