@@ -106,29 +106,27 @@ def run(seed: int) -> dict[str, float]:
     step = writer.step(val_tokens, q_val["input_ids"], q_val["attention_mask"])
     written = vocab.decode(greedy(step, vocab.bos(N_VAL), 4, eos_id=vocab.eos_id))
     out["VQA generative"] = sum(w == t for w, t in zip(written, val["answer"])) / N_VAL
-    seed_everything(seed)
-    reader = nn.ModuleDict({"backbone": UnifiedDecoder(vqa_config, PrecomputedTokens(64)),
-                            "head": nn.Linear(64, len(SCENE_ANSWERS))})
-    fit(reader, lambda m, b: F.cross_entropy(m["head"](m["backbone"].pooled_prefix(b[0], b[3], b[4])), b[5]),
-        vqa_batch, vqa_train)
-    with torch.no_grad():
-        logits = reader["head"](reader["backbone"].eval().pooled_prefix(val_tokens, q_val["input_ids"],
-                                                                         q_val["attention_mask"]))
-    out["VQA classifier"] = float((logits.argmax(-1) == val["answer_id"]).float().mean())
-    seed_everything(seed)  # the same classifier trained and scored with the image tokens zeroed: the question alone
-    blind = nn.ModuleDict({"backbone": UnifiedDecoder(vqa_config, PrecomputedTokens(64)),
-                           "head": nn.Linear(64, len(SCENE_ANSWERS))})
 
-    def blind_batch(step):
-        tokens, *rest = vqa_batch(step)
-        return (torch.zeros_like(tokens), *rest)
+    def classifier_accuracy(tokens_of):
+        """The classification head over the unified backbone's prefix, trained and scored on tokens_of(image
+        tokens): the tokens themselves, or zeros (the question alone)."""
+        seed_everything(seed)
+        model = nn.ModuleDict({"backbone": UnifiedDecoder(vqa_config, PrecomputedTokens(64)),
+                               "head": nn.Linear(64, len(SCENE_ANSWERS))})
 
-    fit(blind, lambda m, b: F.cross_entropy(m["head"](m["backbone"].pooled_prefix(b[0], b[3], b[4])), b[5]),
-        blind_batch, vqa_train)
-    with torch.no_grad():
-        logits = blind["head"](blind["backbone"].eval().pooled_prefix(torch.zeros_like(val_tokens),
-                                                                      q_val["input_ids"], q_val["attention_mask"]))
-    out["VQA question only"] = float((logits.argmax(-1) == val["answer_id"]).float().mean())
+        def batch(step):
+            tokens, *rest = vqa_batch(step)
+            return (tokens_of(tokens), *rest)
+
+        fit(model, lambda m, b: F.cross_entropy(m["head"](m["backbone"].pooled_prefix(b[0], b[3], b[4])), b[5]),
+            batch, vqa_train)
+        with torch.no_grad():
+            logits = model["head"](model["backbone"].eval().pooled_prefix(tokens_of(val_tokens), q_val["input_ids"],
+                                                                           q_val["attention_mask"]))
+        return float((logits.argmax(-1) == val["answer_id"]).float().mean())
+
+    out["VQA classifier"] = classifier_accuracy(lambda tokens: tokens)
+    out["VQA question only"] = classifier_accuracy(torch.zeros_like)
     out["VQA classifier - question only"] = out["VQA classifier"] - out["VQA question only"]
     out["seconds"] = time.time() - t0
     return out

@@ -12,13 +12,14 @@ import argparse
 import json
 import platform
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from notebook_seeds import _child  # noqa: E402 (a sibling script, not a package)
+from notebook_seeds import markdown_table, run_grid  # noqa: E402 (a sibling script, not a package)
+
+from mmlab.runtime import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "12_visual_grounding.ipynb"
@@ -48,15 +49,9 @@ def main() -> int:
     for arm, subs in ARMS.items():
         spec = argparse.Namespace(notebook=NOTEBOOK, sub=SEED_SITES + subs, skip=[OUT.name],
                                   value=[f"{k}={v}" for k, v in VALUES.items()])
-        with ThreadPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(lambda st: _child(spec, *st), [(s, t) for s in (0, 1, 2) for t in (1, 2)]))
-        print(f"\n{arm}\n| seed | threads | seconds | " + " | ".join(VALUES) + " |")
-        print("|---|---|---|" + "---|" * len(VALUES))
-        for r in rows:
-            print(f"| {r['seed']} | {r['threads']} | {r['seconds']} | "
-                  + " | ".join(f"{r['values'][k]:.3f}" for k in VALUES) + " |")
-            runs.append({"arm": arm, **r})
-    from mmlab.runtime import cpu_name
+        rows = run_grid(spec, [0, 1, 2], [1, 2], args.jobs)
+        print(f"\n{arm}\n" + markdown_table(rows, list(VALUES)))
+        runs += [{"arm": arm, **r} for r in rows]
     OUT.write_text(json.dumps({
         "command": "python benchmarks/calibration/lesson_12.py " + " ".join(sys.argv[1:]),
         "machine": f"{cpu_name()}, {args.jobs} run(s) at a time",

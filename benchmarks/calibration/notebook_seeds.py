@@ -28,7 +28,7 @@ from pathlib import Path
 def _child(args: argparse.Namespace, seed: int, threads: int) -> dict:
     """One run in a fresh interpreter (torch's thread count is fixed per process once set)."""
     payload = json.dumps({"notebook": str(args.notebook), "seed": seed, "threads": threads, "subs": args.sub,
-                          "values": args.value, "skip": getattr(args, "skip", [])})
+                          "values": args.value, "skip": args.skip})
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MPLBACKEND="Agg")
     out = subprocess.run([sys.executable, __file__, "--child", payload], capture_output=True, text=True, env=env,
                          cwd=Path(args.notebook).parent)
@@ -84,6 +84,23 @@ def _run_child(payload: str) -> None:
                       "values": values}))
 
 
+def run_grid(args: argparse.Namespace, seeds: list[int], threads: list[int], jobs: int = 1) -> list[dict]:
+    """One child run per (seed, thread count), `jobs` at a time; `args` carries notebook, sub, value and skip."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(lambda st: _child(args, *st), [(s, t) for s in seeds for t in threads]))
+
+
+def markdown_table(rows: list[dict], names: list[str]) -> str:
+    """The runs as a markdown table, one row per run, then the minimum of each value in bold."""
+    lines = ["| seed | threads | seconds | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    lines += [f"| {r['seed']} | {r['threads']} | {r['seconds']} | " + " | ".join(f"{r['values'][n]:.3f}" for n in names)
+              + " |" for r in rows]
+    lines.append("| **min** | | | " + " | ".join(f"**{min(r['values'][n] for r in rows):.3f}**" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -99,17 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[], help="skip the code cells containing this text")
     args = parser.parse_args(argv)
     args.notebook = args.notebook.resolve()
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        rows = list(pool.map(lambda st: _child(args, *st), [(s, t) for s in args.seeds for t in args.threads]))
-    names = [v.split("=", 1)[0] for v in args.value]
-    print("| seed | threads | seconds | " + " | ".join(names) + " |")
-    print("|---|---|---|" + "---|" * len(names))
-    for r in rows:
-        print(f"| {r['seed']} | {r['threads']} | {r['seconds']} | "
-              + " | ".join(f"{r['values'][n]:.3f}" for n in names) + " |")
-    print("| **min** | | | " + " | ".join(f"**{min(r['values'][n] for r in rows):.3f}**" for n in names) + " |")
+    print(markdown_table(run_grid(args, args.seeds, args.threads, args.jobs), [v.split("=", 1)[0] for v in args.value]))
     return 0
 
 

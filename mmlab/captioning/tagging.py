@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmlab.grounding import xyxy_to_cxcywh
 from mmlab.validation import positive_int
 
 
@@ -41,7 +42,6 @@ def patch_boxes(boxes: Tensor, object_mask: Tensor, image_size: int, patch_size:
                          f"{tuple(object_mask.shape)}")
     b, k = object_mask.shape
     who = patch_labels(boxes, object_mask, torch.arange(k).expand(b, k), k, image_size, patch_size, min_overlap)
-    x0, y0, x1, y1 = (boxes.to(torch.float32) / image_size).unbind(-1)  # (B, K) each
-    cxcywh = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)  # (B, K, 4)
+    cxcywh = xyxy_to_cxcywh(boxes.to(torch.float32) / image_size)  # (B, K, 4)
     padded = torch.cat([cxcywh, torch.zeros(b, 1, 4)], 1)  # index k: background
     return padded.gather(1, who[..., None].expand(-1, -1, 4)), who < k

@@ -2,7 +2,7 @@
 few-step Euler sampler, and the course's own judges (attribute reader, CLIP score, diversity). Lesson 15."""
 from mmlab.diffusion.config import DiTConfig
 from mmlab.diffusion.dit import DiT
-from mmlab.diffusion.evaluation import PromptSet, measure_run, prompt_set, score_images
+from mmlab.diffusion.evaluation import PromptSet, measure_run, prompt_set, read_generated, score_images
 from mmlab.diffusion.flow import euler_sample, flow_matching_loss, guided_velocity, noisy_images
 from mmlab.diffusion.metrics import attribute_accuracy, clip_score, diversity, mentioned, shows_object
 from mmlab.diffusion.model import TextToImage
@@ -14,5 +14,5 @@ from mmlab.diffusion.weights import committed_run, load_run, save_run
 __all__ = ["ATTRIBUTES", "AttributeReader", "CaptionEmbedder", "DiT", "DiTConfig", "PromptSet", "TextToImage",
            "TextToImageRecipe", "TrainedTextToImage", "attribute_accuracy", "attribute_targets", "clip_score",
            "committed_run", "diversity", "euler_sample", "flow_matching_loss", "guided_velocity", "load_run",
-           "measure_run", "mentioned", "noisy_images", "prompt_set", "regions", "save_run", "score_images",
-           "shows_object", "train_text_to_image"]
+           "measure_run", "mentioned", "noisy_images", "prompt_set", "read_generated", "regions", "save_run",
+           "score_images", "shows_object", "train_text_to_image"]

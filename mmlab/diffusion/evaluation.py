@@ -50,15 +50,20 @@ def prompt_set(split: str, size: int, caption: int | None = None) -> PromptSet:
     return PromptSet(prompts, batch["image"], targets, named, canonical)
 
 
+def read_generated(reader: AttributeReader, images: Tensor) -> dict[str, Tensor]:
+    """The reader's attributes of each image (B,) per attribute, -1 (no class at all) on every attribute of an image
+    that shows no object (`shows_object`): the reader has no "nothing there" class of its own."""
+    present = shows_object(images)
+    return {a: torch.where(present, p, -1) for a, p in reader.read(images).items()}
+
+
 def score_images(images: Tensor, prompts: PromptSet, reader: AttributeReader, dual_encoder) -> dict[str, float]:
     """Attribute accuracy per attribute (and "all") of `images` against the prompts, with an image that shows no
-    object (`shows_object`) wrong on every attribute; "object": the fraction that show one; mean CLIP score."""
+    object wrong on every attribute (`read_generated`); "object": the fraction that show one; mean CLIP score."""
     if len(images) != len(prompts.prompts):
         raise ValueError(f"need one image per prompt: {len(images)} images, {len(prompts.prompts)} prompts")
-    present = shows_object(images)
-    read = {a: torch.where(present, p, -1) for a, p in reader.read(images).items()}  # -1: no class at all
-    scores = attribute_accuracy(read, prompts.targets, prompts.named)
-    scores["object"] = float(present.float().mean())
+    scores = attribute_accuracy(read_generated(reader, images), prompts.targets, prompts.named)
+    scores["object"] = float(shows_object(images).float().mean())
     scores["clip_score"] = float(clip_score(dual_encoder, images, prompts.canonical).mean())
     return scores
 
