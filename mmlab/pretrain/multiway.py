@@ -110,9 +110,13 @@ class MultiwayTransformer(nn.Module):
             raise ValueError(f"batch mismatch: images {parts[0].shape[0]} vs input_ids {parts[1].shape[0]}")
         x = torch.cat(parts, dim=1)  # (B, N, D)
         mask = torch.cat(masks, dim=1) if attention_mask is not None else None
-        n_image = parts[0].shape[1] if images is not None else 0
+        return self.run_blocks(x, mask, parts[0].shape[1] if images is not None else 0, joint=len(parts) == 2)
+
+    def run_blocks(self, x: Tensor, mask: Tensor | None, n_image: int, joint: bool) -> Tensor:
+        """The blocks and final norm on embedded tokens (`embed_image`, `embed_text`, image tokens first): x (B, N, D),
+        mask (B, N) or None, `n_image` leading image tokens, `joint` when both modalities are present."""
         for block in self.blocks:
-            x = block(x, mask, n_image, joint=len(parts) == 2)
+            x = block(x, mask, n_image, joint=joint)
         return self.norm(x)
 
     def image_cls_index(self) -> int:

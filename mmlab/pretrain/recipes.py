@@ -24,6 +24,7 @@ from mmlab.evaluate import linear_probe_accuracy
 from mmlab.pretrain.config import MAEConfig
 from mmlab.pretrain.data import CompactVocab, VLData, load_vl_data
 from mmlab.pretrain.mae import MaskedAutoencoder
+from mmlab.pretrain.unified import UnifiedConfig, UnifiedVLPModel
 from mmlab.pretrain.vlp import Objectives, VLPConfig, VLPModel, vlp_loss
 from mmlab.runtime import seed_everything
 from mmlab.train import TrainConfig, fit
@@ -51,14 +52,17 @@ def vlp_batches(data: VLData, vocab: CompactVocab, batch_size: int, seed: int):
 
 
 def train_vlp(data: VLData, vocab: CompactVocab, objectives: Objectives, steps: int = 300, batch_size: int = 64,
-              lr: float = 2e-3, seed: int = 0, config: VLPConfig | None = None) -> tuple[VLPModel, dict]:
-    """A fresh `VLPModel` (initialised under `seed`) trained for `steps` on `objectives` -> (model in eval mode,
-    fit's history)."""
+              lr: float = 2e-3, seed: int = 0,
+              config: VLPConfig | UnifiedConfig | None = None) -> tuple[VLPModel | UnifiedVLPModel, dict]:
+    """A fresh model (initialised under `seed`) trained for `steps` on `objectives` -> (model in eval mode, fit's
+    history): a `VLPModel` (towers + fusion encoder), or a `UnifiedVLPModel` when `config` is a `UnifiedConfig`."""
     if not isinstance(objectives, Objectives):
         raise TypeError(f"objectives must be an Objectives, got {type(objectives).__name__}")
     config = VLPConfig(vocab_size=len(vocab)) if config is None else config
+    if not isinstance(config, (VLPConfig, UnifiedConfig)):
+        raise TypeError(f"config must be a VLPConfig or UnifiedConfig, got {type(config).__name__}")
     seed_everything(seed)
-    model = VLPModel(config)
+    model = UnifiedVLPModel(config) if isinstance(config, UnifiedConfig) else VLPModel(config)
     history = fit(model, lambda m, b: vlp_loss(m, b, objectives)["loss"], vlp_batches(data, vocab, batch_size, seed),
                   TrainConfig(steps=steps, lr=lr, seed=seed, progress=False), callbacks=(clamp_logit_scale,))
     return model.eval(), history
@@ -209,34 +213,46 @@ def itc_hard_pair_accuracy(model: VLPModel, data: VLData, retriever: VLPModel | 
 
 
 @torch.no_grad()
-def itm_scores(model: VLPModel, image_tokens: Tensor, text_tokens: Tensor, mask: Tensor, image_index: Tensor,
-               text_index: Tensor, batch_size: int = 1024) -> Tensor:
-    """ITM match probability of the pairs (image_index[k], text_index[k]) -> (K,)."""
+def itm_pair_logits(model: VLPModel, image_tokens: Tensor, text_tokens: Tensor, mask: Tensor, image_index: Tensor,
+                    text_index: Tensor, batch_size: int = 1024) -> Tensor:
+    """ITM logits (no match, match) of the pairs (image_index[k], text_index[k]) -> (K, 2)."""
     out = []
     for s in range(0, len(image_index), batch_size):
         i, t = image_index[s:s + batch_size], text_index[s:s + batch_size]
-        fused = model.fuse(text_tokens[t], mask[t], image_tokens[i])
-        out.append(model.itm_head.match_probability(fused[:, 0]))
+        out.append(model.itm_head(model.fuse(text_tokens[t], mask[t], image_tokens[i])[:, 0]))
     return torch.cat(out)
+
+
+def itm_scores(model: VLPModel, image_tokens: Tensor, text_tokens: Tensor, mask: Tensor, image_index: Tensor,
+               text_index: Tensor, batch_size: int = 1024) -> Tensor:
+    """ITM match probability of the pairs (image_index[k], text_index[k]) -> (K,)."""
+    return itm_pair_logits(model, image_tokens, text_tokens, mask, image_index, text_index,
+                           batch_size).softmax(-1)[:, 1]
 
 
 @torch.no_grad()
 def i2t_recall_at_1(model: VLPModel, data: VLData, k: int = 16) -> dict:
     """Image->text R@1 over all 4N captions, a hit when the top caption is *true of* the image (data.truth):
-    by ITC cosine alone, and after ITM re-ranks each image's top-k ITC candidates (BLIP's retrieval: the fusion
-    encoder scores only N*k pairs instead of N*4N). Also the truth-R@k of the ITC list, the ceiling of
-    re-ranking."""
+    by ITC cosine alone, and after ITM re-ranks each image's top-k ITC candidates (ALBEF's and BLIP's retrieval:
+    the fusion encoder scores only N*k pairs instead of N*4N), by the ITM match probability ("itm_rerank") and by
+    BLIP's score, the match logit plus the ITC cosine ("itm+itc_rerank"; BLIP's `train_retrieval.py`). Also the
+    truth-R@k of the ITC list, the ceiling of re-ranking."""
     validation.positive_int("k", k)
     it, tt, zi, zt = embeddings(model, data)
     sim = zi @ zt.T  # (N, 4N)
     truth = data.truth()
-    top = sim.topk(k, dim=1).indices  # (N, k)
+    top_sim, top = sim.topk(k, dim=1)  # (N, k)
     n = len(data)
-    p = itm_scores(model, it, tt, data.mask, torch.arange(n).repeat_interleave(k), top.reshape(-1)).view(n, k)
-    reranked = top.gather(1, p.argmax(1, keepdim=True))[:, 0]  # (N,)
+    logits = itm_pair_logits(model, it, tt, data.mask, torch.arange(n).repeat_interleave(k), top.reshape(-1))
+    logits = logits.view(n, k, 2)
     ar = torch.arange(n)
+
+    def hit_rate(score: Tensor) -> float:  # score (N, k) over the candidates
+        return float(truth[ar, top.gather(1, score.argmax(1, keepdim=True))[:, 0]].float().mean())
+
     return {"itc": float(truth[ar, top[:, 0]].float().mean()),
-            "itm_rerank": float(truth[ar, reranked].float().mean()),
+            "itm_rerank": hit_rate(logits.softmax(-1)[..., 1]),
+            "itm+itc_rerank": hit_rate(logits[..., 1] + top_sim),
             f"itc_r@{k}": float(truth.gather(1, top).any(1).float().mean())}
 
 
@@ -314,6 +330,7 @@ __all__ = [
     "i2t_recall_at_1",
     "itc_hard_pair_accuracy",
     "itm_pair_accuracy",
+    "itm_pair_logits",
     "itm_scores",
     "mlm_attribute_accuracy",
     "probe_accuracy",

@@ -142,6 +142,8 @@ def vlp_loss(model: VLPModel, batch: dict, objectives: Objectives) -> dict[str, 
 
     A tower whose outputs are in the batch ("image_tokens" and "image_emb", or "text_tokens" and "text_emb": cached
     outputs of a frozen tower, see `train_fusion` in `mmlab.pretrain.recipes`) is not run."""
+    if objectives.mim and not hasattr(model, "mae"):
+        raise ValueError(f"{type(model).__name__} has no masked autoencoder: MIM needs a VLPModel")
     images, ids, mask, truth = batch["images"], batch["ids"], batch["mask"], batch["truth"]
     g = torch.Generator().manual_seed(int(batch["seed"]))
     parts: dict[str, Tensor] = {}
