@@ -33,7 +33,7 @@ from mmlab.pretrain.multiway import MultiwayTransformer
 @dataclass
 class UnifiedConfig:
     """Sizes of the small VLMo-style model. `vl_layers`: top layers whose joint pass uses the vision-language
-    expert (VLMo uses 3 of 12)."""
+    expert."""
 
     vocab_size: int = 64
     dim: int = 64
