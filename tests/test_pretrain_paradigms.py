@@ -93,11 +93,18 @@ def test_retrieval_cost_counts(small):
     _, val, vocab = small
     cost = P.retrieval_cost(_fusion(vocab).eval(), val, k=4, repeats=1, full_images=2)
     n, m = len(val), len(val.captions)
-    assert (cost["unimodal passes"], cost["fusion passes, re-rank"], cost["fusion passes, every pair"]) == (
-        n + m, n * 4, n * m)
+    assert (cost["unimodal passes"], cost["fusion passes, ITC"], cost["fusion passes, re-rank"],
+            cost["fusion passes, every pair"]) == (n + m, 0, n * 4, n * m)
+    model = _fusion(vocab)
+    with P.counting_rows(model, "fuse") as counts:
+        model.itm_logits(*(model.image_tokens(val.images[:3]), model.text_tokens(val.ids[:3], val.mask[:3])),
+                         val.mask[:3])
+    assert counts == {"fuse": 3} and "fuse" not in vars(model)  # counted, then the method is restored
     assert 0 < cost["seconds, ITC"] <= cost["seconds, every pair"]
     with pytest.raises(ValueError, match="repeats"):
         P.retrieval_cost(_fusion(vocab), val, k=4, repeats=0)
+    with pytest.raises(ValueError, match="full_images"):
+        P.retrieval_cost(_fusion(vocab), val, k=4, full_images=len(val) + 1)
 
 
 def test_pair_features_and_parameter_count(small):

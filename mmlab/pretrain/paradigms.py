@@ -9,6 +9,7 @@ calibration script and the recorded ablation (`benchmarks/vlp_objective_ablation
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -82,26 +83,53 @@ def parameter_count(model: nn.Module, paradigm: str) -> int:
 
 
 @torch.no_grad()
-def full_itm_recall(model: VLPModel | UnifiedVLPModel, data: VLData, images: int | None = None) -> float:
-    """Image->text R@1 when ITM scores *every* (image, caption) pair (no ITC shortlist), a hit when the top caption
-    is true of the image; over the first `images` images (all by default), against all 4N captions."""
+def itm_best_captions(model: VLPModel | UnifiedVLPModel, data: VLData, images: int | None = None) -> Tensor:
+    """For each of the first `images` images (all by default), the caption among all 4N with the highest ITM match
+    probability, when ITM scores *every* (image, caption) pair (no ITC shortlist) -> (images,) caption indices."""
     it, tt, _, _ = embeddings(model, data)
     n = len(data) if images is None else images
     m = len(data.captions)
     logits = itm_pair_logits(model, it, tt, data.mask, torch.arange(n).repeat_interleave(m),
                              torch.arange(m).repeat(n)).view(n, m, 2)
-    best = logits.softmax(-1)[..., 1].argmax(1)  # (n,)
-    return float(data.truth()[torch.arange(n), best].float().mean())
+    return logits.softmax(-1)[..., 1].argmax(1)  # (n,)
+
+
+def full_itm_recall(model: VLPModel | UnifiedVLPModel, data: VLData, images: int | None = None) -> float:
+    """Image->text R@1 of `itm_best_captions`: a hit when the chosen caption is true of the image."""
+    best = itm_best_captions(model, data, images)
+    return float(data.truth()[torch.arange(len(best)), best].float().mean())
+
+
+@contextmanager
+def counting_rows(model: nn.Module, *methods: str):
+    """Within the block, count the rows (first argument's length) passed to each of `model`'s `methods`:
+    yields {method: rows}. The methods are wrapped on this instance only and restored afterwards."""
+    counts = dict.fromkeys(methods, 0)
+    for name in methods:
+        original = getattr(model, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            counts[_name] += len(args[0])
+            return _original(*args, **kwargs)
+
+        object.__setattr__(model, name, counted)  # an instance attribute shadows the method
+    try:
+        yield counts
+    finally:
+        for name in methods:
+            object.__delattr__(model, name)
 
 
 def retrieval_cost(model: VLPModel | UnifiedVLPModel, data: VLData, k: int, repeats: int = 3,
                    full_images: int = 10) -> dict[str, float]:
     """What scoring every image of `data` against every caption costs, three ways: ITC (N image and M text
     encodings, then one N x M matrix product), ITC + ITM re-ranking of the top k (plus N*k fusion passes) and ITM
-    on every pair (N*M fusion passes). Counts of passes are exact; seconds are the median of `repeats` runs on
-    this machine (the every-pair time is measured on `full_images` images and scaled by N / full_images)."""
+    on every pair (N*M fusion passes). Passes are counted while the work runs (`counting_rows` on `image_tokens`,
+    `text_tokens` and `fuse`); the every-pair work runs on `full_images` images, its count and time scaled by
+    N / full_images. Seconds are the median of `repeats` runs on this machine."""
     validation.positive_int("repeats", repeats)
     n, m = len(data), len(data.captions)
+    validation.int_in_range("full_images", full_images, 1, n)
 
     def median_seconds(work) -> float:
         times = []
@@ -126,8 +154,16 @@ def retrieval_cost(model: VLPModel | UnifiedVLPModel, data: VLData, k: int, repe
         itm_pair_logits(model, it, tt, data.mask, torch.arange(full_images).repeat_interleave(m),
                         torch.arange(m).repeat(full_images))
 
+    with counting_rows(model, "image_tokens", "text_tokens", "fuse") as c_itc:
+        itc()
+    with counting_rows(model, "fuse") as c_rerank:
+        rerank()
+    with counting_rows(model, "fuse") as c_every:
+        every_pair()
     t_itc = median_seconds(itc)
-    return {"unimodal passes": n + m, "fusion passes, re-rank": n * k, "fusion passes, every pair": n * m,
+    return {"unimodal passes": c_itc["image_tokens"] + c_itc["text_tokens"],
+            "fusion passes, ITC": c_itc["fuse"], "fusion passes, re-rank": c_rerank["fuse"],
+            "fusion passes, every pair": c_every["fuse"] * n // full_images,
             "seconds, ITC": t_itc, "seconds, ITC + re-rank": median_seconds(rerank),
             "seconds, every pair": t_itc + median_seconds(every_pair) * n / full_images}
 
@@ -226,7 +262,9 @@ def run_objective_ablation(seed: int, s: ParadigmSettings = ParadigmSettings()) 
 __all__ = [
     "QUESTION_TYPES",
     "ParadigmSettings",
+    "counting_rows",
     "full_itm_recall",
+    "itm_best_captions",
     "pair_features",
     "parameter_count",
     "question_type",
