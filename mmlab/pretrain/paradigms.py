@@ -3,8 +3,8 @@ towers (ALBEF) and a unified multiway transformer (VLMo), trained on the same da
 measurements that compare them: retrieval (ITC ranking, ITM re-ranking of the top k, ITM over every pair), its cost
 (encoder passes counted, time measured), and VQA-lite with a small head on frozen features.
 
-`run_paradigms(seed)` and `run_objective_ablation(seed)` return every number the lesson prints or asserts, for the
-calibration script and the recorded ablation (`benchmarks/vlp_objective_ablation.py`).
+`run_objective_ablation(seed)` is the recorded ablation the lesson prints (`benchmarks/vlp_objective_ablation.py`);
+the lesson's own numbers are calibrated by re-running its cells (`benchmarks/calibration/notebook_seeds.py`).
 """
 from __future__ import annotations
 
@@ -73,13 +73,8 @@ def parameter_count(model: nn.Module, paradigm: str) -> int:
     """Parameters a paradigm uses: the dual encoder's towers, projections and temperature only (not the unused
     fusion layers, heads and MAE decoder of its VLPModel); the others without the MLM head and MAE decoder."""
     skip = ("fusion.", "itm_head.", "mlm_head.", "mae.") if paradigm == "dual" else ("mlm_head.", "mae.")
-    seen: set[int] = set()
-    total = 0
-    for n, p in model.named_parameters():
-        if not n.startswith(skip) and id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
+    # named_parameters lists a shared tensor once, under its first name (the MAE's encoder is the image tower)
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith(skip))
 
 
 @torch.no_grad()
@@ -218,22 +213,6 @@ def vqa_accuracy(model, train: VLData, val: VLData, paradigm: str, s: ParadigmSe
                              val.answers, val.questions, s, seed)
 
 
-def run_paradigms(seed: int, s: ParadigmSettings = ParadigmSettings()) -> dict[str, float]:
-    """Every quantity lesson 10b asserts about the three paradigms, for one seed (the lesson runs seed 0)."""
-    train, vocab = load_vl_data("train", s.n_train)
-    val, _ = load_vl_data("val", s.n_val, vocab)
-    out: dict[str, float] = {}
-    for name in ("dual", "fusion", "unified"):
-        model, _ = train_paradigm(name, train, vocab, s, seed)
-        r = i2t_recall_at_1(model, val, k=s.rerank_k)
-        out[f"{name}: ITC R@1"] = r["itc"]
-        if name != "dual":
-            out[f"{name}: re-ranked R@1"] = r["itm+itc_rerank"]
-            out[f"{name}: ITM-only re-ranked R@1"] = r["itm_rerank"]
-        out[f"{name}: VQA"] = vqa_accuracy(model, train, val, name, s, seed)["all"]
-    return out
-
-
 def run_objective_ablation(seed: int, s: ParadigmSettings = ParadigmSettings()) -> dict[str, dict[str, float]]:
     """The fusion-encoder model trained on ITC, ITC+ITM, ITC+ITM+MLM and ITC+ITM+MLM+MIM (one change per row),
     same budget: per arm the ITC and re-ranked R@1 (BLIP's score; None without ITM), ITM's choice between a true
@@ -270,7 +249,6 @@ __all__ = [
     "question_type",
     "retrieval_cost",
     "run_objective_ablation",
-    "run_paradigms",
     "train_paradigm",
     "vqa_accuracy",
     "vqa_head_accuracy",
