@@ -80,10 +80,15 @@ def caption_facts(caption: str) -> tuple[int, int, int, int]:
     return find(SHAPES), find(COLORS), find(SIZES), find(REGIONS)
 
 
+def names_wrong(image_facts: Tensor, caption_facts_: Tensor) -> Tensor:
+    """Facts of images and of captions (..., 4), broadcast together -> bool (..., 4): the caption names that attribute
+    (shape, colour, size, region) and it is not the image's."""
+    return (caption_facts_ != NOT_NAMED) & (caption_facts_ != image_facts)
+
+
 def true_of(image_facts: Tensor, caption_facts_: Tensor) -> Tensor:
     """(Ni, 4) image facts, (Nt, 4) caption facts -> (Ni, Nt) bool: every attribute the caption names matches."""
-    img, cap = image_facts[:, None, :], caption_facts_[None, :, :]
-    return ((cap == NOT_NAMED) | (cap == img)).all(dim=-1)
+    return ~names_wrong(image_facts[:, None, :], caption_facts_[None, :, :]).any(dim=-1)
 
 
 @dataclass
