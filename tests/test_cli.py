@@ -139,6 +139,10 @@ BENCH_ERRORS = [
     (["--names", "early", "early"], "the methods must not list 'early' twice"),
     (["--out", "{file}/fb"], "--out '.*fb' cannot be created: .* is not a folder"),
     (["--out", "{file}"], "--out .* must be a folder, but it is a file"),
+    (["--training", "greedy"], "--training: unknown mode 'greedy'; choose from end_to_end, progressive_frozen"),
+    (["--training", "end_to_end", "end_to_end"], "--training must not list 'end_to_end' twice"),
+    (["--training", "greedy"], "--training: unknown mode 'greedy'; choose from end_to_end, progressive_frozen"),
+    (["--training", "end_to_end", "end_to_end"], "--training must not list 'end_to_end' twice"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ]
 

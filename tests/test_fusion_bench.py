@@ -70,9 +70,9 @@ def test_selection_never_reads_the_test_split():
     task = synthetic_task()
     settings = TuningSettings(trials=3, startup_trials=2, max_steps=6)
     run = RunSettings(batch_size=8, eval_every=2, patience=1)
-    for name in ("early", "late"):
-        clean = tune(task, Method(name), settings, run)
-        dirty = tune(poisoned(task), Method(name), settings, run)
+    for method in (Method("early"), Method("late"), Method("late", training="progressive_frozen")):
+        clean = tune(task, method, settings, run)
+        dirty = tune(poisoned(task), method, settings, run)
         assert clean["params"] == dirty["params"] and clean["val"] == dirty["val"]
         assert [t["val"] for t in clean["trials"]] == [t["val"] for t in dirty["trials"]]
         assert [t["curve"] for t in clean["trials"]] == [t["curve"] for t in dirty["trials"]]
@@ -105,6 +105,31 @@ def test_early_stopping_keeps_the_best_validation_parameters():
     if result.steps_run < 120:  # stopped early: `patience` checks after the best, all past half the schedule
         assert result.steps_run >= 60 and len([s for s in steps if s > max(result.best_step, 59)]) == 2
     assert accuracy(result.model, task.test) > 0.5  # chance 0.25; needs both modalities
+
+
+def test_progressive_training_starts_from_the_unimodal_encoders():
+    task = synthetic_task()
+    params, run = {"lr": 1e-2, "weight_decay": 0.0, "steps": 20}, RunSettings(batch_size=16, eval_every=5, patience=2)
+    alone = {m: train_run(task, Method("early", modalities=(m,)), params, 0, run).model for m in task.modalities}
+    frozen = train_run(task, Method("late", training="progressive_frozen"), params, 0, run).model
+    tuned = train_run(task, Method("late", training="progressive_finetune"), params, 0, run).model
+    torch.manual_seed(0)
+    untrained = Method("late").build(task, run.width)
+    for m in task.modalities:
+        solo = alone[m].encoders[m].state_dict()
+        assert all(torch.equal(v, solo[k]) for k, v in frozen.encoders[m].state_dict().items())  # as trained alone
+        assert not all(torch.equal(v, solo[k]) for k, v in tuned.encoders[m].state_dict().items())  # trained further
+        assert not all(torch.equal(v, solo[k]) for k, v in untrained.encoders[m].state_dict().items())
+    fresh = untrained.fusion.state_dict()
+    assert not all(torch.equal(v, fresh[k]) for k, v in frozen.fusion.state_dict().items())  # the fusion trained
+    labels = [m.label for m in default_methods(task, ["late"], ["end_to_end", "progressive_frozen"])]
+    assert labels == ["image only", "text only", "late", "late [progressive, frozen]"]
+    with pytest.raises(ValueError, match="sees one modality: progressive training"):
+        Method("early", modalities=("image",), training="progressive_frozen")
+    with pytest.raises(ValueError, match="unknown training 'greedy'"):
+        Method("late", training="greedy")
+    with pytest.raises(TypeError, match="not one string"):
+        default_methods(task, ["late"], "progressive_frozen")
 
 
 def _untimed(result) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mmlab import validation
-from mmlab.fusion_bench.methods import default_methods, parse_method
+from mmlab.fusion_bench.methods import TRAINING_MODES, default_methods, parse_method
 from mmlab.fusion_bench.protocol import ProtocolConfig, check_config, run_protocol
 from mmlab.fusion_bench.tasks import TASKS, load_task
 
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--names", nargs="+", default=None,
                         help="fusions to compare besides the unimodal baselines, e.g. early late:combine=learned "
                              "(options after ':' are held fixed; default: every registered fusion)")
+    parser.add_argument("--training", nargs="+", default=["end_to_end"],
+                        help="how each multimodal method is trained, one row per mode: " + ", ".join(TRAINING_MODES)
+                        + " (progressive: each modality's encoder trained alone first; the unimodal baselines are "
+                        "always end to end)")
     parser.add_argument("--trials", type=int, default=d.trials, help="tuning trials per method (the same for all)")
     parser.add_argument("--seeds", type=int, default=d.seeds, help="seeds of the selected configuration")
     parser.add_argument("--dropout-seeds", type=int, default=d.dropout_seeds,
@@ -68,9 +72,12 @@ def plan(args: argparse.Namespace):
         chosen = [parse_method(spec) for spec in args.names] if args.names else None
     except (KeyError, ValueError) as err:  # KeyError: an unknown fusion name
         raise ValueError(f"--names: {err.args[0]}") from None
+    for mode in validation.distinct("--training", args.training):
+        if mode not in TRAINING_MODES:
+            raise ValueError(f"--training: unknown mode {mode!r}; choose from {', '.join(TRAINING_MODES)}")
     config = ProtocolConfig(**settings, progress=not args.no_progress)
     tasks = [load_task(name) for name in args.task]
-    methods = {t.name: default_methods(t, chosen) for t in tasks}
+    methods = {t.name: default_methods(t, chosen, args.training) for t in tasks}
     from mmlab.fusion_bench.methods import check_methods
 
     for t in tasks:

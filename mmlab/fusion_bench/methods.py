@@ -4,12 +4,17 @@ and the search space its tuning draws from (the family's declared space plus the
 The unimodal baselines are early fusion on one modality ("image only" ...); the late-fusion transformer
 baseline is the registered family "simbamm". Every method, baselines included, is tuned with the same number
 of trials over `training_space` plus its family's space (`mmlab.fusion.fusion_search_space`).
+
+A multimodal method is trained end to end (default) or progressively: each modality's encoder first trained
+alone with its own head, then the fusion trained on top with those encoders frozen or fine-tuned
+(`TRAINING_MODES`; see `mmlab.fusion_bench.training`). A progressive method is a method of its own, with its own
+label and the same tuning budget as every other.
 """
 from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from mmlab import validation
@@ -19,6 +24,9 @@ from mmlab.fusion_bench.model import FusionModel
 from mmlab.fusion_bench.tasks import Task
 
 TRAINING_OPTIONS = ("lr", "weight_decay", "steps")
+# how a multimodal method is trained -> the suffix of its label
+TRAINING_MODES = {"end_to_end": "", "progressive_frozen": " [progressive, frozen]",
+                  "progressive_finetune": " [progressive, fine-tuned]"}
 
 
 def training_space(max_steps: int, min_steps: int = 40) -> dict[str, Param]:
@@ -41,6 +49,7 @@ class Method:
     modalities: tuple[str, ...] | None = None
     label: str = ""
     search_space: dict | None = None
+    training: str = "end_to_end"
 
     def __post_init__(self) -> None:
         if not isinstance(self.fusion, str):
@@ -57,6 +66,14 @@ class Method:
             self.label = self.fusion + (f"({opts})" if opts else "")
             if self.modalities:
                 self.label = f"{'+'.join(self.modalities)} only"
+        if self.training not in TRAINING_MODES:
+            raise ValueError(f"unknown training {self.training!r}; choose one of {', '.join(TRAINING_MODES)}")
+        if self.training != "end_to_end":
+            if self.modalities is not None and len(self.modalities) == 1:
+                raise ValueError(f"method {self.label!r} sees one modality: progressive training (each modality's "
+                                 "encoder trained alone first) is for multimodal methods")
+            if not self.label.endswith(TRAINING_MODES[self.training]):
+                self.label += TRAINING_MODES[self.training]
         space = fusion_search_space(self.fusion) if self.search_space is None else self.search_space
         space = check_search_space(self.fusion, space, fusion_options(self.fusion))
         clash = sorted(set(space) & set(TRAINING_OPTIONS))
@@ -99,12 +116,15 @@ def parse_method(spec: str) -> Method:
     return Method(name, options)
 
 
-def default_methods(task: Task, names: Sequence[str | Method] | None = None) -> list[Method]:
+def default_methods(task: Task, names: Sequence[str | Method] | None = None,
+                    training: Sequence[str] = ("end_to_end",)) -> list[Method]:
     """The unimodal baselines (early fusion on each modality), then `names` (default: every registered fusion,
-    "late" and "simbamm" among them)."""
+    "late" and "simbamm" among them), each trained in every mode of `training` (`TRAINING_MODES`)."""
+    training = validation.str_list("training", training, single=False)
+    validation.distinct("training", training)
     baselines = [Method("early", modalities=(m,)) for m in task.modalities]
     chosen = [n if isinstance(n, Method) else parse_method(n) for n in (names or available_fusions())]
-    return baselines + chosen
+    return baselines + [replace(m, training=mode) for m in chosen for mode in training]
 
 
 def check_methods(methods: Sequence[Method], task: Task, width: int) -> None:

@@ -141,6 +141,7 @@ def run_study(task: Task, method: Method, config: ProtocolConfig, out: str | Pat
             if on_unit is not None:
                 on_unit()
     return {"task": task.name, "method": method.label, "fusion": method.fusion, "unimodal": method.unimodal,
+            "training": method.training,
             "modalities": list(method.modalities or task.modalities), "selection": selection, "seeds": seeds,
             "cost": cost}
 

@@ -50,7 +50,8 @@ class BenchResult:
                 arm = _arm(r, p)
                 accs = [s["acc"] for s in arm]
                 mean, low, high = t_interval(accs)
-                row = {"task": r["task"], "method": r["method"], "fusion": r["fusion"], "modality_dropout": p,
+                row = {"task": r["task"], "method": r["method"], "fusion": r["fusion"],
+                       "training": r.get("training", "end_to_end"), "modality_dropout": p,
                        "seeds": len(arm), "acc_mean": mean, "acc_std": mean_std(accs)[1], "acc_ci_low": low,
                        "acc_ci_high": high, "val_mean": mean_std([s["val"] for s in arm])[0],
                        "tuning_val": r["selection"]["val"],

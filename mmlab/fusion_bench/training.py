@@ -5,6 +5,12 @@ of the best validation step are kept, and training stops after `patience` evalua
 counted from half the schedule on (so a slow start, as on the synergy task's plateau, is not cut short).
 The returned model holds the best-validation parameters. Only `task.train` and `task.val` are read here:
 the test split never reaches training or selection.
+
+Progressive training (`Method.training`): first each modality's encoder is trained alone with its own head,
+as that modality's unimodal baseline (early fusion on it), with the same training settings and seed and
+early-stopped on validation; its encoder weights are copied into the multimodal model, whose fusion is then
+trained on top with those encoders frozen ("progressive_frozen") or trained further ("progressive_finetune").
+The first stage's time counts in `seconds`; the curve and steps are the second stage's.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from torch import nn
 
 from mmlab import validation
 from mmlab.fusion_bench.measure import accuracy
-from mmlab.fusion_bench.methods import Method
+from mmlab.fusion_bench.methods import TRAINING_OPTIONS, Method
 from mmlab.fusion_bench.model import FusionModel
 from mmlab.fusion_bench.tasks import Task
 from mmlab.train import TrainConfig, fit
@@ -58,8 +64,13 @@ def train_run(task: Task, method: Method, params: Mapping[str, Any], seed: int, 
     validation.non_negative_int("seed", seed)
     validation.finite_float("modality_dropout", modality_dropout, 0, 1, high_open=True)
     steps = validation.positive_int("steps", params["steps"])
+    start = time.perf_counter()
     torch.manual_seed(seed)  # the model's initialisation
     model = method.build(task, settings.width, params)
+    if method.training != "end_to_end":
+        pretrain_encoders(task, model, params, seed, settings)
+        if method.training == "progressive_frozen":
+            model.encoders.requires_grad_(False)
     order = torch.randint(len(task.train), (steps, settings.batch_size),
                           generator=torch.Generator().manual_seed(seed))  # the batches: a function of the seed
 
@@ -83,7 +94,6 @@ def train_run(task: Task, method: Method, params: Mapping[str, Any], seed: int, 
 
     config = TrainConfig(steps=steps, lr=float(params["lr"]), weight_decay=float(params["weight_decay"]),
                          schedule="cosine", progress=False, seed=seed)
-    start = time.perf_counter()
     try:
         fit(model, loss_fn, lambda i: order[i], config, callbacks=[validate])
     except _Stop:
@@ -92,3 +102,13 @@ def train_run(task: Task, method: Method, params: Mapping[str, Any], seed: int, 
     model.load_state_dict(best["state"])
     model.eval()
     return RunResult(model, curve, best["step"], best["val"], curve[-1][0], seconds)
+
+
+def pretrain_encoders(task: Task, model: FusionModel, params: Mapping[str, Any], seed: int,
+                      settings: RunSettings) -> None:
+    """Progressive training's first stage: each of `model`'s modality encoders replaced by the encoder of that
+    modality's unimodal baseline, trained alone (its own head) with `params`' training settings at `seed`."""
+    for m in model.modalities:
+        alone = train_run(task, Method("early", modalities=(m,)), {k: params[k] for k in TRAINING_OPTIONS},
+                          seed, settings)
+        model.encoders[m].load_state_dict(alone.model.encoders[m].state_dict())
