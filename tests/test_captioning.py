@@ -16,7 +16,15 @@ from mmlab.captioning import (
     teacher_forcing_loss,
 )
 from mmlab.captioning.readback import caption_accuracy, read_objects, stated_relation
-from mmlab.captioning.tagging import patch_boxes, patch_labels
+from mmlab.captioning.tagging import (
+    TAGGED_ATTRIBUTES,
+    patch_boxes,
+    patch_labels,
+    scene_patch_labels,
+    tagging_accuracy,
+    tagging_heads,
+    tagging_loss,
+)
 from mmlab.captioning.vocabulary import caption_words
 from mmlab.encoders import CrossAttentionBlock, MultiHeadSelfAttention, VisionTransformer, ViTConfig
 from mmlab.generate import beam_search, greedy, sample
@@ -276,6 +284,27 @@ def test_patch_labels_by_hand():
     assert patch_labels(boxes, torch.tensor([[True, False]]), values, 4, 16, 8).tolist() == [[3, 4, 4, 4]]
     with pytest.raises(ValueError, match="not divisible"):
         patch_labels(boxes, mask, values, 4, 16, 5)
+
+
+def test_tagging_loss_and_accuracy_by_hand():
+    boxes = torch.tensor([[[1.0, 1.0, 7.0, 7.0], [9.0, 0.0, 16.0, 3.0]]])  # as in test_patch_labels_by_hand
+    scenes = {"boxes": boxes, "object_mask": torch.tensor([[True, True]]), "shapes": torch.tensor([[3, 1]]),
+              "colors": torch.tensor([[5, 0]]), "sizes": torch.tensor([[1, 0]])}
+    labels = scene_patch_labels(scenes, 16, 8)
+    assert labels["shapes"].tolist() == [[3, 1, 4, 4]] and labels["colors"].tolist() == [[5, 0, 6, 6]]
+    assert labels["sizes"].tolist() == [[1, 0, 2, 2]]  # background: the attribute's number of values
+    heads = tagging_heads(2)
+    assert {k: h.out_features for k, h in heads.items()} == {k: n + 1 for k, n in TAGGED_ATTRIBUTES}
+    patches = torch.randn(1, 4, 2)
+    expected = sum(torch.nn.functional.cross_entropy(heads[k](patches)[0], labels[k][0]) for k in heads)
+    torch.testing.assert_close(tagging_loss(heads, patches, labels), expected)
+    # a colour head that is right on the two object patches and wrong on the background ones
+    logits = torch.full((1, 4, 7), -5.0)
+    logits[0, 0, 5] = logits[0, 1, 0] = logits[0, 2, 1] = logits[0, 3, 1] = 5.0
+    fixed = {**heads, "colors": lambda x: logits}
+    assert tagging_accuracy(fixed, patches, labels)["colors"] == 1.0  # background patches do not count
+    with pytest.raises(ValueError, match=r"patches must be \(B, G\*G, D\)"):
+        tagging_loss(heads, patches[0], labels)
 
 
 def test_patch_boxes_by_hand():

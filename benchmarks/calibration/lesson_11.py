@@ -16,7 +16,7 @@ from torch import nn
 
 from mmlab.captioning import DECODERS, CaptionVocabulary, DecoderConfig, PrecomputedTokens, UnifiedDecoder
 from mmlab.captioning.readback import caption_accuracy
-from mmlab.captioning.tagging import patch_labels
+from mmlab.captioning.tagging import scene_patch_labels, tagging_accuracy, tagging_heads, tagging_loss
 from mmlab.captioning.vocabulary import caption_words
 from mmlab.data import ShapesWorld
 from mmlab.data.shapes_world import SCENE_ANSWERS
@@ -29,7 +29,6 @@ from mmlab.train import TrainConfig, fit
 
 N_TRAIN, N_VAL, IMAGE, PATCH, MAX_OBJECTS = 2000, 200, 32, 8, 2
 TOWER_STEPS, CAPTION_STEPS, VQA_STEPS = 400, 200, 200
-ATTRS = (("shapes", 4), ("colors", 6), ("sizes", 2))
 
 
 def run(seed: int) -> dict[str, float]:
@@ -41,25 +40,23 @@ def run(seed: int) -> dict[str, float]:
     out: dict[str, float] = {}
 
     # 1. the vision tower: dense tagging, then frozen
-    labels = {k: patch_labels(train["boxes"], train["object_mask"], train[k], n, IMAGE, PATCH) for k, n in ATTRS}
+    labels = scene_patch_labels(train, IMAGE, PATCH)
     seed_everything(seed)
     vit = VisionTransformer(ViTConfig(dim=64, depth=2, heads=4, mlp_ratio=2.0, image_size=IMAGE, patch_size=PATCH))
-    tower = nn.ModuleDict({"vit": vit, **{k: nn.Linear(64, n + 1) for k, n in ATTRS}})
+    tower = nn.ModuleDict({"vit": vit, **tagging_heads(64)})
 
     def tower_loss(m, step):
         idx = torch.randint(0, N_TRAIN, (64,), generator=torch.Generator().manual_seed(step))
         patches = m["vit"](train["image"][idx])[:, 1:]  # (B, G*G, D)
-        return sum(F.cross_entropy(m[k](patches).flatten(0, 1), labels[k][idx].flatten()) for k, _ in ATTRS)
+        return tagging_loss(m, patches, {k: v[idx] for k, v in labels.items()})
 
     fit(tower, tower_loss, lambda step: step,
         TrainConfig(steps=TOWER_STEPS, lr=3e-3, schedule="cosine", warmup_steps=20, seed=seed, progress=False))
     vit.eval()
     with torch.no_grad():
         train_tokens, val_tokens = vit(train["image"]), vit(val["image"])  # (N, 17, 64)
-        val_labels = {k: patch_labels(val["boxes"], val["object_mask"], val[k], n, IMAGE, PATCH) for k, n in ATTRS}
-        on_object = val_labels["colors"] < 6
-        pred = tower["colors"](val_tokens[:, 1:]).argmax(-1)
-        out["tower colour acc"] = float((pred == val_labels["colors"])[on_object].float().mean())
+        tagged = tagging_accuracy(tower, val_tokens[:, 1:], scene_patch_labels(val, IMAGE, PATCH))
+        out["tower colour acc"] = tagged["colors"]
 
     # 2. four captioners on the same frozen tokens
     caps = vocab.encode([c for cs in train["captions"] for c in cs], max_length=32)

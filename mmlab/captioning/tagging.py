@@ -6,11 +6,19 @@ token learns the shape, colour and size of the object whose box overlaps that pa
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from collections.abc import Mapping
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmlab.data.shapes_world import COLORS, SHAPES, SIZES
 from mmlab.grounding import xyxy_to_cxcywh
 from mmlab.validation import positive_int
+
+# the attributes tagged per patch: a scene batch's key and its number of values (label `n` is background)
+TAGGED_ATTRIBUTES: tuple[tuple[str, int], ...] = (("shapes", len(SHAPES)), ("colors", len(COLORS)),
+                                                  ("sizes", len(SIZES)))
 
 
 def patch_labels(boxes: Tensor, object_mask: Tensor, values: Tensor, num_values: int, image_size: int,
@@ -45,3 +53,31 @@ def patch_boxes(boxes: Tensor, object_mask: Tensor, image_size: int, patch_size:
     cxcywh = xyxy_to_cxcywh(boxes.to(torch.float32) / image_size)  # (B, K, 4)
     padded = torch.cat([cxcywh, torch.zeros(b, 1, 4)], 1)  # index k: background
     return padded.gather(1, who[..., None].expand(-1, -1, 4)), who < k
+
+
+def scene_patch_labels(scenes: Mapping[str, Tensor], image_size: int, patch_size: int) -> dict[str, Tensor]:
+    """`patch_labels` for every tagged attribute of a Shapes-World scene batch ("boxes", "object_mask" and the
+    attribute keys): {attribute: (B, G*G) labels, background = that attribute's number of values}."""
+    return {k: patch_labels(scenes["boxes"], scenes["object_mask"], scenes[k], n, image_size, patch_size)
+            for k, n in TAGGED_ATTRIBUTES}
+
+
+def tagging_heads(dim: int) -> dict[str, nn.Linear]:
+    """One linear head per tagged attribute, from a `dim`-wide patch token to its values plus background."""
+    positive_int("dim", dim)
+    return {k: nn.Linear(dim, n + 1) for k, n in TAGGED_ATTRIBUTES}
+
+
+def tagging_loss(heads: Mapping[str, nn.Module], patches: Tensor, labels: Mapping[str, Tensor]) -> Tensor:
+    """The dense tagging loss: the sum over attributes of the cross-entropy of each head on every patch token.
+    `patches` (B, G*G, D); `labels` {attribute: (B, G*G)}, as `scene_patch_labels` gives them."""
+    if patches.dim() != 3:
+        raise ValueError(f"patches must be (B, G*G, D) patch tokens, got shape {tuple(patches.shape)}")
+    return sum(F.cross_entropy(heads[k](patches).flatten(0, 1), labels[k].flatten()) for k, _ in TAGGED_ATTRIBUTES)
+
+
+def tagging_accuracy(heads: Mapping[str, nn.Module], patches: Tensor, labels: Mapping[str, Tensor]) -> dict[str, float]:
+    """Per attribute: the fraction of patches on an object (not background) whose value the head gets right."""
+    on_object = labels["colors"] < len(COLORS)
+    return {k: float((heads[k](patches).argmax(-1) == labels[k])[on_object].float().mean())
+            for k, _ in TAGGED_ATTRIBUTES}
