@@ -132,6 +132,31 @@ def test_progressive_training_starts_from_the_unimodal_encoders():
         default_methods(task, ["late"], "progressive_frozen")
 
 
+def test_a_progressive_row_is_compared_with_its_end_to_end_counterpart():
+    from mmlab.fusion_bench import BenchResult
+
+    def record(method, accs, unimodal=False, training="end_to_end"):
+        seeds = [{"seed": i, "modality_dropout": 0.0, "acc": a, "val": a, "best_step": 10, "seconds": 1.0}
+                 for i, a in enumerate(accs)]
+        return {"task": "t", "method": method, "fusion": "early" if unimodal else "late", "unimodal": unimodal,
+                "training": training, "selection": {"val": max(accs), "params": {"lr": 0.01}}, "seeds": seeds,
+                "cost": {"params": 1, "mflops_per_sample": 0.1, "latency_ms": 0.1}}
+
+    records = [record("a only", [0.5, 0.6, 0.7], unimodal=True), record("late", [0.6, 0.7, 0.7]),
+               record("late [progressive, frozen]", [0.8, 0.7, 0.9], training="progressive_frozen")]
+    meta = {"config": vars(TINY), "command": "c", "machine": "m", "versions": "v", "date": "d", "wall_s": 1.0,
+            "tasks": {"t": {"train": 1, "val": 1, "test": 1, "num_classes": 2, "chance": 0.5, "information": "",
+                            "by_construction": {}, "modalities": ["a", "b"]}}}
+    result = BenchResult(records, meta)
+    rows = {r["method"]: r for r in result.rows()}
+    progressive = rows["late [progressive, frozen]"]
+    assert progressive["vs_end_to_end"] == "late"
+    assert progressive["vs_end_to_end_mean"] == pytest.approx((0.2 + 0.0 + 0.2) / 3)
+    assert rows["late"]["vs_end_to_end"] == "" and math.isnan(rows["late"]["vs_end_to_end_mean"])
+    assert "Δ vs end to end" in result.to_markdown()
+    assert "Δ vs end to end" not in BenchResult(records[:2], meta).to_markdown()  # no progressive rows, no column
+
+
 def _untimed(result) -> list[dict]:
     """The rows without the wall-clock columns (latency, training seconds), which differ between runs."""
     return [{k: v for k, v in r.items() if k not in ("latency_ms", "train_s_mean")} for r in result.rows()]

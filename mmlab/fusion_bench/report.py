@@ -2,7 +2,8 @@
 
 Accuracy: mean, sample std and 95% t-interval over seeds, on test. Paired differences (per seed, same seeds):
 against the best unimodal baseline (the one with the highest mean *validation* accuracy, so that choosing
-the reference does not read test) and against late fusion; `*` marks an interval that excludes 0.
+the reference does not read test), against late fusion, and, for a progressively trained method, against the
+same method trained end to end; `*` marks an interval that excludes 0.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmlab.fusion_bench.methods import TRAINING_MODES
 from mmlab.fusion_bench.stats import mean_std, paired_difference, t_interval
 from mmlab.fusion_bench.store import write_json
 
@@ -29,6 +31,15 @@ def best_unimodal(records: list[dict], task: str) -> dict | None:
     if not uni:
         return None
     return max(uni, key=lambda r: mean_std([s["val"] for s in _arm(r, 0.0)])[0])
+
+
+def end_to_end_of(records: list[dict], record: dict) -> dict | None:
+    """The end-to-end-trained counterpart of a progressively trained method's record (None for end to end)."""
+    training = record.get("training", "end_to_end")
+    if training == "end_to_end":
+        return None
+    label = record["method"].removesuffix(TRAINING_MODES[training])
+    return next((x for x in records if x["task"] == record["task"] and x["method"] == label), None)
 
 
 def _diff(a: list[dict], b: list[dict]) -> dict:
@@ -56,7 +67,8 @@ class BenchResult:
                        "acc_ci_high": high, "val_mean": mean_std([s["val"] for s in arm])[0],
                        "tuning_val": r["selection"]["val"],
                        "best_step_mean": mean_std([s["best_step"] for s in arm])[0]}
-                for name, other in (("unimodal", ref), ("late", late)):
+                for name, other in (("unimodal", ref), ("late", late),
+                                    ("end_to_end", end_to_end_of(self.records, r))):
                     d = _diff(arm, _arm(other, 0.0)) if other is not None and p == 0.0 and other is not r else None
                     row[f"vs_{name}"] = other["method"] if d else ""
                     for k in ("mean", "low", "high"):
@@ -107,14 +119,16 @@ class BenchResult:
                       f"information: {info['information']}"]
             lines += [f"- {m} alone, by construction: {text}" if m in info["modalities"] else f"- {m}: {text}"
                       for m, text in info["by_construction"].items()]
-            head = ["method", "accuracy", "95% CI", "Δ vs best unimodal", "Δ vs late", "val", "steps",
+            progressive = any(r.get("training", "end_to_end") != "end_to_end" for r in self.records)
+            head = ["method", "accuracy", "95% CI", "Δ vs best unimodal", "Δ vs late",
+                    *(["Δ vs end to end"] if progressive else []), "val", "steps",
                     "params", "MFLOPs", *(["latency ms", "train s"] if timings else []), "selected"]
             lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for r in (r for r in rows if r["task"] == task and r["modality_dropout"] == 0.0):
                 cells = [r["method"], f"{r['acc_mean']:.3f} ± {r['acc_std']:.3f}",
                          _ci(r["acc_ci_low"], r["acc_ci_high"]), _delta(r, "unimodal"), _delta(r, "late"),
-                         f"{r['val_mean']:.3f}", f"{r['best_step_mean']:.0f}", f"{r['params']:,}",
-                         f"{r['mflops_per_sample']:.3f}"]
+                         *([_delta(r, "end_to_end")] if progressive else []), f"{r['val_mean']:.3f}",
+                         f"{r['best_step_mean']:.0f}", f"{r['params']:,}", f"{r['mflops_per_sample']:.3f}"]
                 cells += [f"{r['latency_ms']:.2f}", f"{r['train_s_mean']:.1f}"] if timings else []
                 cells.append(_selected(r["selected"]))
                 lines.append("| " + " | ".join(cells) + " |")
