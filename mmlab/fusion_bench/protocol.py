@@ -39,12 +39,12 @@ from mmlab.runtime import cpu_name
 class ProtocolConfig:
     """The protocol's settings (`python -m mmlab fusion-bench` defaults)."""
 
-    trials: int = 4
+    trials: int = 8
     seeds: int = 5  # seeds first_seed, first_seed + 1, ...; trials train at first_seed
     first_seed: int = 0
     dropout_seeds: int = 2
     modality_dropout: float = 0.5
-    max_steps: int = 200
+    max_steps: int = 600
     batch_size: int = 64
     width: int = 32
     eval_every: int = 20
