@@ -1,1 +1,2 @@
-"""Turning raw modalities into tensors: text.py, image.py, audio.py, video.py (import the submodule you need)."""
+"""Turning raw modalities into tensors: text.py, image.py, audio.py, video.py, and augment.py (data augmentation)
+(import the submodule you need)."""
