@@ -3,7 +3,8 @@
 Images `(B, C, H, W)` float: `random_resized_crop` (the Inception crop: Szegedy et al., 2015), `random_flip`,
 `rand_augment` (a small RandAugment: N operations drawn uniformly, one shared magnitude; Cubuk et al., 2020).
 Text: `token_masking` (ids replaced by a mask id), `synonym_replacement` (on words, as in EDA: Wei & Zou, 2019).
-Audio (1-D float waveforms): `time_stretch` and `pitch_shift` (librosa: phase-vocoder time stretch, then resampling), `add_noise` at a given SNR.
+Audio (1-D float waveforms): `time_stretch` (librosa's phase vocoder) and `pitch_shift` (librosa: that stretch, then
+resampling), `add_noise` at a given SNR.
 Across modalities: `mixup` (Zhang et al., 2018) mixes every modality of a batch with one coefficient and one
 pairing, so the mixed image goes with the mixed sound; modality dropout is `mmlab.fusion.modality_dropout`.
 """
