@@ -27,7 +27,8 @@ def _decays(module: nn.Module, name: str, param: nn.Parameter) -> bool:
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """The trainable parameters of `model` in two optimizer groups: decayed and not decayed.
 
-    The rule (as CLIP/open_clip and minGPT): no weight decay for
+    The rule (as minGPT; open_clip exempts only < 2-D, norm, bias and logit-scale parameters, so it decays
+    its token embedding): no weight decay for
       - parameters with fewer than 2 dimensions: biases, LayerNorm/BatchNorm weights, 0-d scalars such as
         the temperature `log_scale` and SigLIP's `logit_bias`, gates;
       - the weights of nn.Embedding (and nn.EmbeddingBag);
