@@ -8,6 +8,7 @@ from mmlab.align.shapes_recipe import (
     attribute_classes,
     attribute_recall,
     clip_loss,
+    mean_pairwise_cosine,
     modality_gap,
     tiny_dual_encoder,
 )
@@ -92,6 +93,17 @@ def test_modality_gap_is_the_centroid_distance():
     txt = torch.tensor([[-1.0, 0.0]])
     assert modality_gap(img, txt) == pytest.approx(float(torch.tensor([1.5, 0.5]).norm()))
     assert modality_gap(img, img) == 0.0
+
+
+def test_mean_pairwise_cosine_over_distinct_and_cross_group_pairs():
+    x = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 3.0]])  # norms do not matter
+    assert mean_pairwise_cosine(x) == pytest.approx((1 + 0 + 0) / 3)
+    assert mean_pairwise_cosine(x, groups=torch.tensor([0, 0, 1])) == pytest.approx(0.0)
+    assert mean_pairwise_cosine(x, groups=torch.tensor([0, 1, 1])) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="one group"):
+        mean_pairwise_cosine(x, groups=torch.tensor([1, 1, 1]))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        mean_pairwise_cosine(x[:1])
 
 
 def test_bad_inputs_are_clear_errors():

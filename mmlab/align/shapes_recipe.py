@@ -154,6 +154,22 @@ def modality_gap(image_features: Tensor, text_features: Tensor) -> float:
     return float((img.mean(0) - txt.mean(0)).norm())
 
 
+def mean_pairwise_cosine(features: Tensor, groups: Tensor | None = None) -> float:
+    """Mean cosine similarity over pairs of distinct rows of `features` (N, D); with `groups` (N,) only over pairs
+    from different groups (e.g. captions of different colours). Near 1: the rows have collapsed onto one
+    direction; a space that keeps the groups apart scores lower."""
+    x = torch.nn.functional.normalize(validation.features("features", features), dim=1)
+    if len(x) < 2:
+        raise ValueError(f"features needs at least 2 rows to form a pair, got {len(x)}")
+    pairs = ~torch.eye(len(x), dtype=torch.bool)
+    if groups is not None:
+        groups = validation.class_indices("groups", groups, len(x))
+        pairs &= groups[:, None] != groups[None, :]
+        if not pairs.any():
+            raise ValueError("groups puts every row in one group: there is no pair from different groups")
+    return float((x @ x.T)[pairs].mean())
+
+
 def _same_width(image_features: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
     img = validation.features("image_features", image_features)
     txt = validation.features("text_features", text_features)
