@@ -117,3 +117,18 @@ def test_bad_inputs_are_clear_errors():
         modality_gap(torch.randn(3, 4), torch.randn(3, 5))
     with pytest.raises(ValueError, match="image_classes"):
         attribute_recall(torch.randn(3, 4), torch.randn(2, 4), torch.tensor([0, 1]), torch.tensor([0, 1]))
+
+
+def test_tiny_dual_encoder_adds_an_audio_tower_without_moving_the_others():
+    from mmlab.encoders import AudioConfig
+
+    torch.manual_seed(0)
+    two = tiny_dual_encoder(40)
+    torch.manual_seed(0)
+    three = tiny_dual_encoder(40, audio=AudioConfig(dim=64, depth=1, heads=4, n_mels=32, patch_freq=8, patch_time=8))
+    assert two.audio_encoder is None and three.audio_encoder is not None
+    for name, p in two.image_encoder.state_dict().items():
+        assert torch.equal(p, three.image_encoder.state_dict()[name])
+    assert torch.equal(two.text_encoder.token_embed.weight, three.text_encoder.token_embed.weight)
+    with pytest.raises(TypeError, match="AudioConfig"):
+        tiny_dual_encoder(40, audio={"dim": 64})
