@@ -34,10 +34,9 @@ from torch import nn
 from mmlab import validation
 from mmlab.align import distributed
 from mmlab.align.model import DualEncoder, clamp_logit_scale
+from mmlab.align.shapes_recipe import CompactVocabulary, attribute_classes, tiny_dual_encoder
 from mmlab.data import ShapesWorld
-from mmlab.encoders import TextConfig, TextTransformer, VisionTransformer, ViTConfig
 from mmlab.evaluate import recall_at_k
-from mmlab.preprocess.text import WordPieceTokenizer
 from mmlab.runtime import pick_device, seed_everything
 from mmlab.train import TrainConfig, fit
 
@@ -121,28 +120,21 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 
 
 def shapes_clip_data(train_size: int) -> dict[str, Any]:
-    """Shapes-World train/test scenes, captions as ids in the compact vocabulary of the training captions."""
+    """Shapes-World train/test scenes, captions as ids in the compact vocabulary of the training captions
+    (`shapes_recipe.CompactVocabulary`), 4 caption rows per training scene."""
     train = ShapesWorld("train", size=train_size, with_audio=False).batch(range(train_size))
     test = ShapesWorld("test", size=200, with_audio=False).batch(range(200))
-    tok = WordPieceTokenizer.from_minilm()
-    enc = tok.encode([c for caps in train["captions"] for c in caps], max_length=MAX_LEN, padding="max_length")
-    pad, unk = 0, 100  # BERT WordPiece ids
-    seen = torch.unique(torch.cat([enc["input_ids"].flatten(), torch.tensor([pad, unk])]))
-    to_compact = torch.full((tok.vocab_size,), int((seen == unk).nonzero()))
-    to_compact[seen] = torch.arange(len(seen))
-    test_enc = tok.encode([caps[0] for caps in test["captions"]], max_length=MAX_LEN, padding="max_length")
-    return {"image": train["image"], "ids": to_compact[enc["input_ids"]], "mask": enc["attention_mask"],
-            "classes": train["shape"] * 12 + train["color"] * 2 + train["size"], "vocab": len(seen),
-            "test_image": test["image"], "test_ids": to_compact[test_enc["input_ids"]],
-            "test_mask": test_enc["attention_mask"]}
+    vocab = CompactVocabulary([c for caps in train["captions"] for c in caps], max_length=MAX_LEN)
+    enc = vocab([c for caps in train["captions"] for c in caps], padding="max_length")
+    test_enc = vocab([caps[0] for caps in test["captions"]], padding="max_length")
+    return {"image": train["image"], "ids": enc["input_ids"], "mask": enc["attention_mask"],
+            "classes": attribute_classes(train), "vocab": len(vocab),
+            "test_image": test["image"], "test_ids": test_enc["input_ids"], "test_mask": test_enc["attention_mask"]}
 
 
 def build_model(vocab_size: int, dim: int, loss: str) -> DualEncoder:
-    vit = VisionTransformer(ViTConfig(dim=dim, depth=2, heads=4, mlp_ratio=2.0, image_size=32, patch_size=8,
-                                      pool="mean"))
-    text = TextTransformer(TextConfig(vocab_size=vocab_size, max_length=MAX_LEN, dim=dim, depth=2, heads=4,
-                                      mlp_ratio=2.0, pool="mean"))
-    return DualEncoder(vit, text, embed_dim=dim, loss=loss)
+    """The lessons' tiny dual encoder (`shapes_recipe.tiny_dual_encoder`) at width `dim`, a `dim`-d joint space."""
+    return tiny_dual_encoder(vocab_size, max_length=MAX_LEN, dim=dim, loss=loss, embed_dim=dim)
 
 
 def global_batch_rows(step: int, seed: int, batch_size: int, train_size: int) -> tuple[torch.Tensor, torch.Tensor]:

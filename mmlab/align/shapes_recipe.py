@@ -110,9 +110,10 @@ class CaptionedImages:
 
 
 def tiny_dual_encoder(vocab_size: int, max_length: int = 24, dim: int = 64, depth: int = 2, loss: str = "info_nce",
-                      image_size: int = 32, patch_size: int = 8, audio: AudioConfig | None = None) -> DualEncoder:
+                      image_size: int = 32, patch_size: int = 8, audio: AudioConfig | None = None,
+                      embed_dim: int = 64) -> DualEncoder:
     """The lessons' dual encoder: a ViT (8x8 patches of 32x32 images) and a text transformer, width `dim`,
-    `depth` layers, 4 heads, MLP ratio 2, mean pooling, a 64-d joint space; with `audio`, a third tower
+    `depth` layers, 4 heads, MLP ratio 2, mean pooling, an `embed_dim`-d joint space; with `audio`, a third tower
     `AudioTransformer(audio)` (built after the other two, so their initial weights do not change)."""
     vit = VisionTransformer(ViTConfig(dim=dim, depth=depth, heads=4, mlp_ratio=2.0, image_size=image_size,
                                       patch_size=patch_size, pool="mean"))
@@ -121,7 +122,7 @@ def tiny_dual_encoder(vocab_size: int, max_length: int = 24, dim: int = 64, dept
     if audio is not None and not isinstance(audio, AudioConfig):
         raise TypeError(f"audio must be an mmlab.encoders.AudioConfig or None, got {type(audio).__name__}")
     audio_tower = AudioTransformer(audio) if audio is not None else None
-    return DualEncoder(vit, text, embed_dim=64, loss=loss, audio_encoder=audio_tower)
+    return DualEncoder(vit, text, embed_dim=embed_dim, loss=loss, audio_encoder=audio_tower)
 
 
 def clip_loss(model: DualEncoder, batch: dict[str, Any]) -> Tensor:
