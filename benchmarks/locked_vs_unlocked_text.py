@@ -5,9 +5,10 @@ Notation of LiT (Zhai et al., 2022), image tower first: L locked pretrained, U u
 scratch. One thing changes between uL and uU: whether all-MiniLM-L6-v2's weights train. Everything else is lesson
 06's uL run: the same ViT initialisation, 64-d projections, InfoNCE with the same-class positive mask, 200 steps of
 128 pairs on the same seeded batches, AdamW lr 1e-3 and weight decay 0.01 for the ViT and projections, MiniLM's
-captions mean-pooled over its tokens. uU's MiniLM gets a learning rate of its own (1e-3 would wreck a pretrained
-BERT-sized tower), tuned on the grid below at seed 0 on the validation split; uL is the grid's point lr = 0 (its
-features are computed once, in eval mode). Metric: attribute-class Recall@1 (the nearest item counts when it has the
+captions mean-pooled over its tokens, MiniLM's dropout off (eval mode) in both arms. uU's MiniLM gets a learning rate
+of its own (1e-3 would wreck a pretrained BERT-sized tower) and AdamW's weight decay on its matrices (0.01, none on
+embeddings, biases and norms: `mmlab.optim.parameter_groups`), tuned on the grid below at seed 0 on the validation
+split (selection: mean of val class i2t@1 and t2i@1); uL is the grid's point lr = 0 (its features computed once). Metric: attribute-class Recall@1 (the nearest item counts when it has the
 query's shape, colour and size), image->text and text->image, on val (train templates) and test (held-out
 templates and unseen synonyms).
 
@@ -40,11 +41,18 @@ MAX_LEN, STEPS, BATCH = 24, 200, 128
 
 
 class MeanPooledMiniLM(nn.Module):
-    """all-MiniLM-L6-v2 as a text tower: `pooled(input_ids, attention_mask)` -> (B, 384) token mean."""
+    """all-MiniLM-L6-v2 as a text tower: `pooled(input_ids, attention_mask)` -> (B, 384) token mean. Its dropout
+    stays off in training too (`train()` keeps the inner model in eval mode), so that unlocking changes only whether
+    the weights learn, not the function that the locked arm's features were computed with."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model
+        self.model = model.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.eval()
+        return self
 
     def pooled(self, input_ids, attention_mask):
         h = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, 384)
@@ -112,7 +120,7 @@ def train_and_score(data, vocab, tokens, features, base: nn.Module, seed: int, t
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--text-lrs", type=float, nargs="+", default=[1e-5, 3e-5, 1e-4])
+    parser.add_argument("--text-lrs", type=float, nargs="+", default=[3e-6, 1e-5, 3e-5, 1e-4, 3e-4])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "locked_vs_unlocked_text_cpu")
