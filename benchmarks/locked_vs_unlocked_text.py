@@ -8,9 +8,9 @@ scratch. One thing changes between uL and uU: whether all-MiniLM-L6-v2's weights
 captions mean-pooled over its tokens, MiniLM's dropout off (eval mode) in both arms. uU's MiniLM gets a learning rate
 of its own (1e-3 would wreck a pretrained BERT-sized tower) and AdamW's weight decay on its matrices (0.01, none on
 embeddings, biases and norms: `mmlab.optim.parameter_groups`), tuned on the grid below at seed 0 on the validation
-split (selection: mean of val class i2t@1 and t2i@1); uL is the grid's point lr = 0 (its features computed once). Metric: attribute-class Recall@1 (the nearest item counts when it has the
-query's shape, colour and size), image->text and text->image, on val (train templates) and test (held-out
-templates and unseen synonyms).
+split (selection: mean of val class i2t@1 and t2i@1); uL is the grid's point lr = 0 (its features computed once).
+Metric: attribute-class Recall@1 (the nearest item counts when it has the query's shape, colour and size),
+image->text and text->image, on val (train templates) and test (held-out templates and unseen synonyms).
 
     python benchmarks/locked_vs_unlocked_text.py      # writes benchmarks/results/locked_vs_unlocked_text_cpu.{json,md}
 """
