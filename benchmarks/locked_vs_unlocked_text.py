@@ -79,19 +79,12 @@ def train_and_score(data, vocab, tokens, features, base: nn.Module, seed: int, t
     seed_everything(seed)
     model = DualEncoder(tiny_dual_encoder(len(vocab), max_length=MAX_LEN).image_encoder, tower, embed_dim=64,
                         text_dim=384)
-    groups = parameter_groups(model, weight_decay=0.01)
-    for g in groups:
-        g["lr"] = 1e-3
-    if not locked:
-        text = {id(p) for p in tower.parameters()}
-        split = []
-        for g in groups:
-            for is_text in (False, True):
-                params = [p for p in g["params"] if (id(p) in text) == is_text]
-                if params:
-                    split.append({"params": params, "weight_decay": g["weight_decay"],
-                                  "lr": text_lr if is_text else 1e-3})
-        groups = split
+    text = {id(p) for p in tower.parameters()}  # none when locked
+    groups = [{"params": params, "weight_decay": g["weight_decay"], "lr": lr}
+              for g in parameter_groups(model, weight_decay=0.01)
+              for params, lr in (([p for p in g["params"] if id(p) not in text], 1e-3),
+                                 ([p for p in g["params"] if id(p) in text], text_lr))
+              if params]
     source = data["train"].batches(size=BATCH, offset=seed * 1_000_000)
 
     def batch(step):

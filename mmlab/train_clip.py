@@ -124,8 +124,9 @@ def shapes_clip_data(train_size: int) -> dict[str, Any]:
     (`shapes_recipe.CompactVocabulary`), 4 caption rows per training scene."""
     train = ShapesWorld("train", size=train_size, with_audio=False).batch(range(train_size))
     test = ShapesWorld("test", size=200, with_audio=False).batch(range(200))
-    vocab = CompactVocabulary([c for caps in train["captions"] for c in caps], max_length=MAX_LEN)
-    enc = vocab([c for caps in train["captions"] for c in caps], padding="max_length")
+    captions = [c for caps in train["captions"] for c in caps]
+    vocab = CompactVocabulary(captions, max_length=MAX_LEN)
+    enc = vocab(captions, padding="max_length")
     test_enc = vocab([caps[0] for caps in test["captions"]], padding="max_length")
     return {"image": train["image"], "ids": enc["input_ids"], "mask": enc["attention_mask"],
             "classes": attribute_classes(train), "vocab": len(vocab),
